@@ -1,0 +1,6 @@
+"""Model families. Importing this package registers every builder."""
+
+from . import classification  # noqa: F401
+from .outputs import AuxOutput
+
+__all__ = ["AuxOutput"]

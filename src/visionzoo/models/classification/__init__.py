@@ -1,0 +1,3 @@
+"""Classification CNNs and vision transformers."""
+
+from . import alexnet, googlenet, mobilenet, resnet, vgg  # noqa: F401

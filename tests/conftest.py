@@ -1,0 +1,22 @@
+"""Shared test settings.
+
+Tolerances live in one table (house style): tests look them up by what they compare.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+TOLERANCES: dict[str, float] = {
+    # Reference model (torchvision/timm) vs ours with converted weights, eval mode, float32.
+    "parity_fp32": 1e-4,
+    # Profiler counts vs published figures (relative).
+    "published_macs_rel": 0.03,
+}
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
