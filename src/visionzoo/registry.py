@@ -48,7 +48,7 @@ class ModelEntry:
         names = {n for n, p in params.items() if p.kind is not p.VAR_KEYWORD}
         if self.model_class is not None and any(p.kind is p.VAR_KEYWORD for p in params.values()):
             init = inspect.signature(self.model_class.__init__).parameters
-            kinds = (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
             names |= {n for n, p in init.items() if n != "self" and p.kind in kinds}
         return sorted(names)
 
@@ -100,7 +100,9 @@ def list_models(task: str | None = None) -> list[str]:
     """Sorted model names, optionally only those of one task."""
     _ensure_loaded()
     if task is not None and task not in TASKS:
-        raise VisionZooError(f"unknown task {task!r}{did_you_mean(task, TASKS)}; valid: {', '.join(TASKS)}")
+        raise VisionZooError(
+            f"unknown task {task!r}{did_you_mean(task, TASKS)}; valid: {', '.join(TASKS)}"
+        )
     return sorted(n for n, e in _REGISTRY.items() if task is None or e.task == task)
 
 

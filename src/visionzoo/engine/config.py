@@ -252,7 +252,9 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     """Apply ``key=value`` strings; values are parsed as YAML (``true``, ``0.1``, ``[1, 2]``)."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=0.05)")
+            raise ConfigError(
+                f"override {item!r} is not of the form key=value (e.g. optim.lr=0.05)"
+            )
         key, text = item.split("=", 1)
         key = key.strip()
         if not key:
