@@ -316,7 +316,11 @@ class Trainer:
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        # Keep the position in the schedule but the schedule of the current config, so that a
+        # resume that extends trainer.epochs stretches the schedule (unchanged config: identical).
+        sched_state = dict(state["scheduler"])
+        sched_state["lr_lambdas"] = self.scheduler.state_dict()["lr_lambdas"]
+        self.scheduler.load_state_dict(sched_state)
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
