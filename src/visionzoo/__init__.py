@@ -23,10 +23,11 @@ if TYPE_CHECKING:
     from .analysis.profile import Profile
 
 
-def profile(model: Any, input_size: tuple[int, ...] = (3, 224, 224), **kwargs: Any) -> Profile:
+def profile(model: Any, input_size: tuple[int, ...] | None = None, **kwargs: Any) -> Profile:
     """Count parameters, MACs and FLOPs (= 2 x MACs) of ``model`` on one input of ``input_size``.
 
-    ``model`` is a module or a registered name. See :func:`visionzoo.analysis.profile.profile`.
+    ``model`` is a module or a registered name; ``input_size`` None means the registry entry's
+    default for a name, 3x224x224 for a module. See :func:`visionzoo.analysis.profile.profile`.
     """
     from .analysis.profile import profile as _profile
 

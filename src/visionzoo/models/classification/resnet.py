@@ -14,7 +14,7 @@ state dicts load with no renames. Departures from the paper, each marked where i
 
 - ``stride_in_1x1=False`` (default, "ResNet v1.5" as in torchvision): a downsampling
   Bottleneck strides its 3x3 conv; the paper (v1, ``stride_in_1x1=True``) strides the first
-  1x1, which skips three quarters of its input. Same parameters, ~8% more MACs for ResNet-50.
+  1x1, which skips three quarters of its input. Same parameters, ~6% more MACs for ResNet-50 (4.09 vs 3.86 G).
 - Option A shortcuts subsample with ``x[:, :, ::s, ::s]`` and zero-pad channels at the end; the
   paper only says "zero-padding", this is the common CIFAR-style reading.
 - Convolutions use Kaiming-normal init with ``mode="fan_out"`` (torchvision); the paper cites
