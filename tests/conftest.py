@@ -5,8 +5,15 @@ Tolerances live in one table (house style): tests look them up by what they comp
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Under pytest-xdist each worker gets one intra-op thread: the workers already fill the cores,
+# and oversubscribed OpenMP threads make CPU tests several times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 TOLERANCES: dict[str, float] = {
     # Reference model (torchvision/timm) vs ours with converted weights, eval mode, float32.

@@ -12,41 +12,67 @@ model's configuration (number of classes, auxiliary heads...) is inferred from t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor, nn
 
-from ..errors import ModelArgumentError, did_you_mean
-from ..registry import create_model
+from ..models.classification.vit import img_size_from_pos_embed
+from ._common import ConverterSpec, load_converted, lookup_spec, rename_keys
 
 __all__ = ["TvSpec", "SPECS", "from_torchvision", "convert_state_dict", "supported_models"]
 
-
-def _identity(key: str) -> str | None:
-    return key
-
-
-@dataclass(frozen=True)
-class TvSpec:
-    """How one torchvision architecture maps onto ours.
-
-    ``model``: our registry name; ``kwargs``: switches that make ours match torchvision's variant;
-    ``head``: the key of the final classifier's weight (its rows give ``num_classes``);
-    ``rename``: maps a torchvision key to ours (None drops it); ``infer``: extra builder
-    arguments read from the state dict (e.g. whether auxiliary heads are present).
-    """
-
-    model: str
-    head: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    rename: Callable[[str], str | None] = _identity
-    infer: Callable[[Mapping[str, Tensor]], dict[str, Any]] | None = None
+# How one torchvision architecture maps onto ours (see ConverterSpec for the fields).
+TvSpec = ConverterSpec
 
 
 def _googlenet_infer(sd: Mapping[str, Tensor]) -> dict[str, Any]:
     return {"aux_logits": any(k.startswith("aux1.") for k in sd)}
+
+
+_VIT_BLOCK_RENAMES = (
+    ("ln_1.", "norm1."),
+    ("ln_2.", "norm2."),
+    ("self_attention.in_proj_", "attn.qkv."),
+    ("self_attention.out_proj.", "attn.proj."),
+    ("mlp.0.", "mlp.fc1."),
+    ("mlp.3.", "mlp.fc2."),
+)
+_VIT_TOP_RENAMES = {
+    "conv_proj.weight": "patch_embed.proj.weight",
+    "conv_proj.bias": "patch_embed.proj.bias",
+    "class_token": "cls_token",
+    "encoder.pos_embedding": "pos_embed",
+    "encoder.ln.weight": "norm.weight",
+    "encoder.ln.bias": "norm.bias",
+    "heads.head.weight": "head.weight",
+    "heads.head.bias": "head.bias",
+}
+
+
+def _vit_rename(key: str) -> str | None:
+    # torchvision: encoder.layers.encoder_layer_N.{ln_1, self_attention.in_proj_weight, mlp.0...}
+    # ours (timm's names): blocks.N.{norm1, attn.qkv.weight, mlp.fc1...}. in_proj_weight is
+    # Tensor[3D, D] with rows [q; k; v], exactly our qkv.weight, so no tensor is reshaped.
+    if key in _VIT_TOP_RENAMES:
+        return _VIT_TOP_RENAMES[key]
+    prefix = "encoder.layers.encoder_layer_"
+    if not key.startswith(prefix):
+        return key  # unknown keys stay and are reported as unexpected
+    index, rest = key[len(prefix) :].split(".", 1)
+    for old, new in _VIT_BLOCK_RENAMES:
+        if rest.startswith(old):
+            rest = new + rest[len(old) :]
+            break
+    return f"blocks.{index}.{rest}"
+
+
+def _vit_infer(sd: Mapping[str, Tensor]) -> dict[str, Any]:
+    # torchvision fixes the training size in its constructor (image_size); read it back off the
+    # position embedding's grid so that, e.g., a model built with image_size=384 converts.
+    patch = int(sd["conv_proj.weight"].shape[-1])
+    img_size = img_size_from_pos_embed(sd["encoder.pos_embedding"], patch, num_prefix_tokens=1)
+    return {"img_size": img_size, "in_chans": int(sd["conv_proj.weight"].shape[1])}
 
 
 SPECS: dict[str, TvSpec] = {
@@ -61,6 +87,16 @@ SPECS: dict[str, TvSpec] = {
     ),
     **{f"resnet{d}": TvSpec(f"resnet{d}", head="fc.weight") for d in (18, 34, 50, 101, 152)},
     "mobilenet_v2": TvSpec("mobilenet_v2", head="classifier.1.weight"),
+    **{
+        f"vit_b_{p}": TvSpec(
+            f"vit_b_{p}",
+            head="heads.head.weight",
+            rename=_vit_rename,
+            infer=_vit_infer,
+            build_on_meta=True,
+        )
+        for p in (16, 32)
+    },
 }
 
 
@@ -69,25 +105,9 @@ def supported_models() -> list[str]:
     return sorted(SPECS)
 
 
-def _spec(name: str) -> TvSpec:
-    try:
-        return SPECS[name]
-    except KeyError:
-        raise ModelArgumentError(
-            f"no torchvision converter for {name!r}{did_you_mean(name, SPECS)}; "
-            f"supported: {', '.join(supported_models())}"
-        ) from None
-
-
 def convert_state_dict(name: str, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Rename torchvision ``state_dict`` keys of architecture ``name`` to ours."""
-    spec = _spec(name)
-    out: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        new = spec.rename(key)
-        if new is not None:
-            out[new] = value
-    return out
+    return rename_keys(lookup_spec(SPECS, name, "torchvision"), state_dict)
 
 
 def from_torchvision(
@@ -98,7 +118,7 @@ def from_torchvision(
     ``kwargs`` override the switches inferred from the weights. The returned model is in eval
     mode. A state dict that does not fit raises ModelArgumentError naming the keys.
     """
-    spec = _spec(name)
+    spec = lookup_spec(SPECS, name, "torchvision")
     if isinstance(model_or_state_dict, nn.Module):
         reference = model_or_state_dict
         state_dict = reference.state_dict()
@@ -107,20 +127,4 @@ def from_torchvision(
             kwargs.setdefault("transform_input", bool(reference.transform_input))
     else:
         state_dict = dict(model_or_state_dict)
-    if spec.head not in state_dict:
-        raise ModelArgumentError(
-            f"the weights given for {name!r} have no {spec.head!r}; is this a torchvision {name}?"
-        )
-    build = {**spec.kwargs, "num_classes": int(state_dict[spec.head].shape[0])}
-    if spec.infer is not None:
-        build.update(spec.infer(state_dict))
-    build.update(kwargs)
-    model = create_model(spec.model, **build)
-    converted = convert_state_dict(name, state_dict)
-    missing, unexpected = model.load_state_dict(converted, strict=False)
-    if missing or unexpected:
-        raise ModelArgumentError(
-            f"torchvision {name} weights do not fit visionzoo {spec.model}: "
-            f"missing {sorted(missing)[:8]}, unexpected {sorted(unexpected)[:8]}"
-        )
-    return model.eval()
+    return load_converted("torchvision", name, spec, state_dict, kwargs)

@@ -1,3 +1,3 @@
 """Classification CNNs and vision transformers."""
 
-from . import alexnet, googlenet, mobilenet, resnet, vgg  # noqa: F401
+from . import alexnet, googlenet, mobilenet, resnet, vgg, vit  # noqa: F401
