@@ -97,6 +97,19 @@ SPECS: dict[str, TvSpec] = {
         )
         for p in (16, 32)
     },
+    # Same keys as ours; the aux head (aux_loss) and input channels are read off the weights.
+    **{
+        f"deeplabv3_resnet{d}": TvSpec(
+            f"deeplabv3_resnet{d}",
+            head="classifier.4.weight",
+            infer=lambda sd: {
+                "aux_loss": any(k.startswith("aux_classifier.") for k in sd),
+                "in_chans": int(sd["backbone.conv1.weight"].shape[1]),
+            },
+            build_on_meta=True,
+        )
+        for d in (50, 101)
+    },
 }
 
 

@@ -1,6 +1,9 @@
 """Model families. Importing this package registers every builder."""
 
-from . import classification  # noqa: F401
+from . import (
+    classification,  # noqa: F401
+    segmentation,  # noqa: F401
+)
 from .outputs import AuxOutput
 
 __all__ = ["AuxOutput"]
