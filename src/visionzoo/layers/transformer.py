@@ -9,7 +9,9 @@ image and text towers of CLIP and BLIP.
   kernels. q, k and v come from one ``Linear(D, 3D)`` named ``qkv`` (timm's layout; rows ordered
   [q; k; v], heads contiguous inside each, which is also ``nn.MultiheadAttention``'s
   ``in_proj_weight`` layout). An optional ``attn_mask`` and/or ``is_causal`` flag make it usable
-  for text (CLIP's causal text encoder, padded captions).
+  for text (CLIP's causal text encoder, padded captions). Setting ``capture_attn = True`` on a
+  module (opt-in, for attention rollout and other visualisations) makes it compute the attention
+  matrix explicitly and keep it in ``attn_probs``; the default path never builds that matrix.
 * :class:`Mlp` — two linear layers with GELU between (the paper's "MLP block").
 * :class:`Block` — the pre-norm encoder block of ViT (Eq. 2-3):
   ``x = x + DropPath(Attn(LN(x)))``, ``x = x + DropPath(MLP(LN(x)))``.
@@ -205,6 +207,13 @@ class Attention(nn.Module):
     ``attn_mask`` is broadcastable to (N, H, L, L): bool (True = may attend) or additive float
     (e.g. a padding mask Tensor[N, 1, 1, L]). ``is_causal`` lets token i see tokens <= i only;
     both may be given.
+
+    Attention capture (opt-in, e.g. ``visionzoo.analysis.explain.attention_rollout``): while
+    ``capture_attn`` is True, forward computes ``softmax(q k^T / sqrt(d) + mask)`` explicitly
+    instead of through SDPA and stores it, before attention dropout, in ``attn_probs``
+    (Tensor[N, H, L, L], still in the autograd graph). The result is the same function up to
+    float rounding; the explicit path is slower and materialises the L x L matrix, which is why
+    it is not the default.
     """
 
     def __init__(
@@ -226,6 +235,29 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        # Plain attributes, not buffers: they never enter the state dict.
+        self.capture_attn = False
+        self.attn_probs: Tensor | None = None
+
+    def _explicit_attention(
+        self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, is_causal: bool
+    ) -> Tensor:
+        # The SDPA reference semantics written out, keeping the probabilities (capture_attn).
+        length_q, length_k = q.shape[-2], k.shape[-2]
+        scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # (N, H, L, L)
+        if is_causal:
+            causal = torch.ones(length_q, length_k, dtype=torch.bool, device=q.device).tril()
+            scores = scores.masked_fill(~causal, float("-inf"))
+        if attn_mask is not None:
+            if attn_mask.dtype == torch.bool:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            else:
+                scores = scores + attn_mask
+        probs = scores.softmax(dim=-1)  # (N, H, L, L), rows sum to 1
+        self.attn_probs = probs
+        if self.training and self.attn_drop > 0:
+            probs = F.dropout(probs, self.attn_drop)
+        return probs @ v  # (N, H, L, d)
 
     def forward(
         self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False
@@ -235,14 +267,17 @@ class Attention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (N, L, 3, H, d) -> 3 x (N, H, L, d)
         if attn_mask is not None and is_causal:
             attn_mask, is_causal = _merge_causal(attn_mask, length, length), False
-        x = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            dropout_p=self.attn_drop if self.training else 0.0,
-            is_causal=is_causal,
-        )  # softmax(q k^T / sqrt(d)) v: (N, H, L, d)
+        if self.capture_attn:
+            x = self._explicit_attention(q, k, v, attn_mask, is_causal)
+        else:
+            x = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=attn_mask,
+                dropout_p=self.attn_drop if self.training else 0.0,
+                is_causal=is_causal,
+            )  # softmax(q k^T / sqrt(d)) v: (N, H, L, d)
         x = x.transpose(1, 2).reshape(n, length, dim)  # (N, H, L, d) -> (N, L, D)
         return self.proj_drop(self.proj(x))
 
