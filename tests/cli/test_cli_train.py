@@ -25,7 +25,9 @@ TINY = [
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    assert main(["train", "resnet18", *TINY, f"trainer.output_dir={out}", "trainer.run_name=cli"]) == 0
+    assert (
+        main(["train", "resnet18", *TINY, f"trainer.output_dir={out}", "trainer.run_name=cli"]) == 0
+    )
     return out / "cli"
 
 
@@ -46,7 +48,10 @@ def test_predict_json_and_png(trained_run, tmp_path, capsys):
         arr = rng.integers(0, 255, (40, 50, 3) if mode == "RGB" else (40, 50), dtype=np.uint8)
         Image.fromarray(arr, mode).save(tmp_path / name)
     out_dir = tmp_path / "pred"
-    assert main(["predict", str(trained_run), str(tmp_path), "--topk", "3", "--out", str(out_dir)]) == 0
+    assert (
+        main(["predict", str(trained_run), str(tmp_path), "--topk", "3", "--out", str(out_dir)])
+        == 0
+    )
     results = json.loads(capsys.readouterr().out)
     assert len(results) == 2
     for r in results:

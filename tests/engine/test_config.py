@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from visionzoo.engine.config import apply_overrides, config_from_dict, config_to_dict, load_config, save_config
+from visionzoo.engine.config import (
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+)
 from visionzoo.engine.recipes import list_recipes, resolve_recipe
 from visionzoo.errors import ConfigError
 
@@ -13,8 +19,15 @@ from visionzoo.errors import ConfigError
 def test_overrides_types_and_shorthands():
     cfg = load_config(
         None,
-        ["optim.lr=0.05", "data=digits", "model=vgg11", "model.args.batch_norm=true", "trainer.clip_grad_norm=1",
-         "sched.milestones=[2, 4]", "trainer.max_steps=null"],
+        [
+            "optim.lr=0.05",
+            "data=digits",
+            "model=vgg11",
+            "model.args.batch_norm=true",
+            "trainer.clip_grad_norm=1",
+            "sched.milestones=[2, 4]",
+            "trainer.max_steps=null",
+        ],
     )
     assert cfg.optim.lr == 0.05 and isinstance(cfg.optim.lr, float)
     assert cfg.data.name == "digits" and cfg.model.name == "vgg11"
@@ -27,7 +40,10 @@ def test_overrides_types_and_shorthands():
 @pytest.mark.parametrize(
     ("override", "match"),
     [
-        ("optim.lrr=1", r"unknown config key 'optim.lrr' \(did you mean lr\?\); valid keys here: name, lr"),
+        (
+            "optim.lrr=1",
+            r"unknown config key 'optim.lrr' \(did you mean lr\?\); valid keys here: name, lr",
+        ),
         ("foo=1", "unknown config key 'foo'.*valid keys here: model, data"),
         ("data.batch_size=abc", "data.batch_size: expected an integer, got 'abc'"),
         ("trainer.channels_last=3", "trainer.channels_last: expected true or false"),
@@ -56,7 +72,9 @@ def test_bad_yaml_files(tmp_path):
         load_config(bad)
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text(yaml.safe_dump({"optim": {"learning_rate": 0.1}}))
-    with pytest.raises(ConfigError, match=r"unknown.yaml: unknown config key 'optim.learning_rate'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown.yaml: unknown config key 'optim.learning_rate'"
+    ):
         load_config(unknown)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import visionzoo as vz
 from visionzoo.engine.checkpoint import load_checkpoint
 from visionzoo.engine.config import load_config
 from visionzoo.engine.trainer import Trainer
@@ -55,7 +56,13 @@ def test_run_folder_contents(tmp_path):
     metrics = trainer.fit()
     run = tmp_path / "r"
     assert trainer.run_dir == run
-    for name in ("config.yaml", "metrics.jsonl", "summary.md", "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.md",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
         assert (run / name).is_file(), name
     assert list((run / "plots").glob("*.png"))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -65,6 +72,13 @@ def test_run_folder_contents(tmp_path):
     assert metrics["val/acc1"] == val_rows[-1]["val/acc1"]
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["step"] == 8 and state["epoch"] == 2
+    # visionzoo.load rebuilds the model from the checkpoint alone, with the trained weights.
+    loaded = vz.load(str(run / "checkpoints" / "last.pt"))
+    x = torch.randn(2, 3, 32, 32)
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), trainer.model(x))
+    assert loaded.class_names == trainer.bundle.class_names
 
 
 @pytest.mark.parametrize("stop_after", [4, 2], ids=["epoch-boundary", "mid-epoch"])
@@ -96,7 +110,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         return out
 
     trainer.task.training_step = poisoned
-    with pytest.raises(TrainingError, match=r"loss is nan at step 3 .*last.pt keeps the last good state \(step 2\)"):
+    with pytest.raises(
+        TrainingError, match=r"loss is nan at step 3 .*last.pt keeps the last good state \(step 2\)"
+    ):
         trainer.fit()
     state = load_checkpoint(trainer.run_dir / "checkpoints" / "last.pt")
     assert state["step"] == 2
@@ -105,7 +121,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_googlenet_aux_losses_are_logged(tmp_path):
     cfg = tiny_cfg(
-        tmp_path, "model=googlenet", "model.args.aux_logits=true", "data.image_size=64", "trainer.epochs=1",
+        tmp_path,
+        "model=googlenet",
+        "model.args.aux_logits=true",
+        "data.image_size=64",
+        "trainer.epochs=1",
         "data.train_size=32",
     )
     trainer = Trainer(cfg)
@@ -115,12 +135,21 @@ def test_googlenet_aux_losses_are_logged(tmp_path):
     assert {"train/loss_aux1", "train/loss_aux2", "train/loss_main"} <= train_rows[0].keys()
     r = train_rows[0]
     # The task weighs each auxiliary loss by loss.aux_weight (0.3, the paper's value).
-    assert r["train/loss"] == pytest.approx(r["train/loss_main"] + 0.3 * (r["train/loss_aux1"] + r["train/loss_aux2"]), rel=1e-4)
+    assert r["train/loss"] == pytest.approx(
+        r["train/loss_main"] + 0.3 * (r["train/loss_aux1"] + r["train/loss_aux2"]), rel=1e-4
+    )
 
 
 def test_accumulation_and_clipping_and_ema_run(tmp_path):
-    trainer = Trainer(tiny_cfg(tmp_path, "trainer.accum_steps=2", "trainer.clip_grad_norm=1.0", "trainer.ema_decay=0.9",
-                               "trainer.epochs=1"))
+    trainer = Trainer(
+        tiny_cfg(
+            tmp_path,
+            "trainer.accum_steps=2",
+            "trainer.clip_grad_norm=1.0",
+            "trainer.ema_decay=0.9",
+            "trainer.epochs=1",
+        )
+    )
     trainer.fit()
     state = load_checkpoint(trainer.run_dir / "checkpoints" / "last.pt")
     assert state["step"] == 2  # 4 batches / 2 accumulated per step
@@ -148,12 +177,19 @@ def _env() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_sigkill_at_random_step_then_resume(tmp_path):
-    args = [*TINY, "trainer.epochs=3", "trainer.save_every_steps=1", f"trainer.output_dir={tmp_path}",
-            "trainer.run_name=killed"]
+    args = [
+        *TINY,
+        "trainer.epochs=3",
+        "trainer.save_every_steps=1",
+        f"trainer.output_dir={tmp_path}",
+        "trainer.run_name=killed",
+    ]
     run = tmp_path / "killed"
     last = run / "checkpoints" / "last.pt"
     kill_at = random.Random().randint(2, 9)
-    proc = subprocess.Popen(_cli("train", *args), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cli("train", *args), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -168,7 +204,9 @@ def test_sigkill_at_random_step_then_resume(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     load_checkpoint(last)  # whatever step it died at, last.pt is whole
-    done = subprocess.run(_cli("train", "--resume", str(run)), env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        _cli("train", "--resume", str(run)), env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     state = load_checkpoint(last)
     assert state["step"] == 12 and state["epoch"] == 3
@@ -180,8 +218,17 @@ def test_sigkill_at_random_step_then_resume(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path):
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "visionzoo", "train", *TINY, "trainer.epochs=1", "trainer.device=cpu",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "visionzoo",
+        "train",
+        *TINY,
+        "trainer.epochs=1",
+        "trainer.device=cpu",
         f"trainer.output_dir={tmp_path}",
     ]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
@@ -197,10 +244,14 @@ def test_torchrun_two_processes_gloo(tmp_path):
 @pytest.mark.slow
 def test_sigint_saves_resumable_checkpoint(tmp_path):
     args = [*TINY, "trainer.epochs=50", f"trainer.output_dir={tmp_path}", "trainer.run_name=int"]
-    proc = subprocess.Popen(_cli("train", *args), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cli("train", *args), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     metrics = tmp_path / "int" / "metrics.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+    while time.time() < deadline and not (
+        metrics.exists() and metrics.read_text().count("\n") >= 2
+    ):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)

@@ -6,7 +6,9 @@ from abc import ABC, abstractmethod
 
 from torch import Tensor, nn
 
-from ...errors import ModelArgumentError
+from .._checks import check_choice, check_positive_int
+
+__all__ = ["Classifier", "check_choice", "check_positive_int"]
 
 
 class Classifier(nn.Module, ABC):
@@ -35,16 +37,3 @@ class Classifier(nn.Module, ABC):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def check_positive_int(name: str, value: object, *, model: str) -> None:
-    """Raise ModelArgumentError unless ``value`` is an int > 0."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ModelArgumentError(f"{model}: {name} must be a positive integer, got {value!r}")
-
-
-def check_choice(name: str, value: object, choices: tuple, *, model: str) -> None:
-    """Raise ModelArgumentError unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        valid = ", ".join(repr(c) for c in choices)
-        raise ModelArgumentError(f"{model}: {name} must be one of {valid}, got {value!r}")

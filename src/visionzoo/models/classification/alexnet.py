@@ -24,16 +24,14 @@ Shapes: N batch, C channels, H x W spatial size, K classes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from functools import partial
 from itertools import islice
 
 import torch
 from torch import Tensor, nn
 
-from ...errors import ModelArgumentError
 from ...registry import register_model
+from .._checks import act_factory, check_bool, check_dropout
 from ._base import Classifier, check_positive_int
 
 __all__ = ["AlexNet", "alexnet", "LRN_SIZE", "LRN_K", "LRN_ALPHA", "LRN_BETA"]
@@ -44,58 +42,8 @@ LRN_K = 2.0
 LRN_ALPHA = 1e-4
 LRN_BETA = 0.75
 
-# Activations that may be named by string (e.g. from a CLI override); any callable returning an
-# nn.Module is accepted as well.
-_ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
-    "relu": nn.ReLU,
-    "relu6": nn.ReLU6,
-    "tanh": nn.Tanh,
-}
-
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def _act_factory(
-    act_layer: Callable[..., nn.Module] | str, *, model: str
-) -> Callable[[], nn.Module]:
-    """Validate ``act_layer`` and return a zero-argument factory of activation modules."""
-    if isinstance(act_layer, str):
-        if act_layer.lower() not in _ACTIVATIONS:
-            valid = ", ".join(repr(k) for k in _ACTIVATIONS)
-            raise ModelArgumentError(
-                f"{model}: unknown act_layer {act_layer!r}; valid names: {valid} "
-                "(or any callable returning an nn.Module)"
-            )
-        act_layer = _ACTIVATIONS[act_layer.lower()]
-    if not callable(act_layer):
-        raise ModelArgumentError(
-            f"{model}: act_layer must be a callable returning an nn.Module, got {act_layer!r}"
-        )
-    try:
-        probe = act_layer()
-    except Exception as e:  # any failure means the argument is unusable
-        raise ModelArgumentError(f"{model}: act_layer {act_layer!r} cannot be called: {e}") from e
-    if not isinstance(probe, nn.Module):
-        raise ModelArgumentError(
-            f"{model}: act_layer must return an nn.Module, {act_layer!r} returned {type(probe)}"
-        )
-    # In-place ReLUs save one activation tensor per layer; they are safe here because every
-    # activation follows a conv/linear whose output nobody else reads.
-    if act_layer in (nn.ReLU, nn.ReLU6):
-        return partial(act_layer, inplace=True)
-    return act_layer
-
-
-def _check_bool(name: str, value: object, *, model: str) -> None:
-    if not isinstance(value, bool):
-        raise ModelArgumentError(f"{model}: {name} must be True or False, got {value!r}")
-
-
-def _check_dropout(value: object, *, model: str) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not (0.0 <= float(value) < 1.0) or math.isnan(float(value)):
-        raise ModelArgumentError(f"{model}: dropout must be a probability in [0, 1), got {value!r}")
 
 
 def paper_lrn() -> nn.LocalResponseNorm:
@@ -143,10 +91,10 @@ class AlexNet(Classifier):
         name = type(self).__name__
         check_positive_int("num_classes", num_classes, model=name)
         check_positive_int("in_chans", in_chans, model=name)
-        _check_dropout(dropout, model=name)
-        _check_bool("overlapping_pool", overlapping_pool, model=name)
-        _check_bool("lrn", lrn, model=name)
-        act = _act_factory(act_layer, model=name)
+        check_dropout(dropout, model=name)
+        check_bool("overlapping_pool", overlapping_pool, model=name)
+        check_bool("lrn", lrn, model=name)
+        act = act_factory(act_layer, model=name)
 
         self.num_classes = num_classes
         self.num_features = 4096

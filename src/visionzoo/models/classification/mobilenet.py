@@ -53,13 +53,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from ...errors import ModelArgumentError
 from ...registry import register_model
+from .._checks import act_factory, check_bool, check_dropout
 from ._base import Classifier, check_positive_int
 
 __all__ = [
@@ -100,14 +100,6 @@ MOBILENET_V2_SETTING: tuple[tuple[int, int, int, int], ...] = (
     (6, 320, 1, 1),
 )
 
-# Activations that may be named by string (e.g. from a CLI override); any callable returning an
-# nn.Module is accepted as well.
-_ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
-    "relu": nn.ReLU,
-    "relu6": nn.ReLU6,
-    "tanh": nn.Tanh,
-}
-
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -119,47 +111,6 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     if rounded < 0.9 * value:
         rounded += divisor
     return rounded
-
-
-def _act_factory(
-    act_layer: Callable[..., nn.Module] | str, *, model: str
-) -> Callable[[], nn.Module]:
-    """Validate ``act_layer`` and return a zero-argument factory of activation modules."""
-    if isinstance(act_layer, str):
-        if act_layer.lower() not in _ACTIVATIONS:
-            valid = ", ".join(repr(k) for k in _ACTIVATIONS)
-            raise ModelArgumentError(
-                f"{model}: unknown act_layer {act_layer!r}; valid names: {valid} "
-                "(or any callable returning an nn.Module)"
-            )
-        act_layer = _ACTIVATIONS[act_layer.lower()]
-    if not callable(act_layer):
-        raise ModelArgumentError(
-            f"{model}: act_layer must be a callable returning an nn.Module, got {act_layer!r}"
-        )
-    try:
-        probe = act_layer()
-    except Exception as e:  # any failure means the argument is unusable
-        raise ModelArgumentError(f"{model}: act_layer {act_layer!r} cannot be called: {e}") from e
-    if not isinstance(probe, nn.Module):
-        raise ModelArgumentError(
-            f"{model}: act_layer must return an nn.Module, {act_layer!r} returned {type(probe)}"
-        )
-    # In-place activations save memory; each one acts on a fresh BN output nobody else reads.
-    if act_layer in (nn.ReLU, nn.ReLU6):
-        return partial(act_layer, inplace=True)
-    return act_layer
-
-
-def _check_bool(name: str, value: object, *, model: str) -> None:
-    if not isinstance(value, bool):
-        raise ModelArgumentError(f"{model}: {name} must be True or False, got {value!r}")
-
-
-def _check_dropout(value: object, *, model: str) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not (0.0 <= float(value) < 1.0) or math.isnan(float(value)):
-        raise ModelArgumentError(f"{model}: dropout must be a probability in [0, 1), got {value!r}")
 
 
 def _check_width(value: object, *, model: str) -> None:
@@ -313,9 +264,9 @@ class MobileNetV1(Classifier):
         check_positive_int("num_classes", num_classes, model=name)
         check_positive_int("in_chans", in_chans, model=name)
         _check_width(width_mult, model=name)
-        _check_bool("depthwise_separable", depthwise_separable, model=name)
-        _check_dropout(dropout, model=name)
-        act = _act_factory(act_layer, model=name)
+        check_bool("depthwise_separable", depthwise_separable, model=name)
+        check_dropout(dropout, model=name)
+        act = act_factory(act_layer, model=name)
 
         self.width_mult = float(width_mult)
         self.depthwise_separable = depthwise_separable
@@ -387,10 +338,10 @@ class MobileNetV2(Classifier):
         check_positive_int("num_classes", num_classes, model=name)
         check_positive_int("in_chans", in_chans, model=name)
         _check_width(width_mult, model=name)
-        _check_bool("linear_bottleneck", linear_bottleneck, model=name)
-        _check_bool("residual", residual, model=name)
-        _check_dropout(dropout, model=name)
-        act = _act_factory(act_layer, model=name)
+        check_bool("linear_bottleneck", linear_bottleneck, model=name)
+        check_bool("residual", residual, model=name)
+        check_dropout(dropout, model=name)
+        act = act_factory(act_layer, model=name)
 
         self.width_mult = float(width_mult)
         self.linear_bottleneck = linear_bottleneck

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from ...errors import ModelArgumentError
 from ...registry import register_model
+from .._checks import check_bool
 from ._base import Classifier, check_choice, check_positive_int
 
 __all__ = [
@@ -72,12 +73,6 @@ def _conv3x3(
 
 def _conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False)
-
-
-def _check_bool(name: str, value: object) -> None:
-    # A YAML/CLI string such as "false" is truthy; refuse it rather than silently flip a switch.
-    if not isinstance(value, bool):
-        raise ModelArgumentError(f"{_MODEL}: {name} must be True or False, got {value!r}")
 
 
 class ZeroPadShortcut(nn.Module):
@@ -284,7 +279,7 @@ class ResNet(Classifier):
             ("stride_in_1x1", stride_in_1x1),
             ("zero_init_residual", zero_init_residual),
         ):
-            _check_bool(name, value)
+            check_bool(name, value, model=_MODEL)
         if replace_stride_with_dilation is None:
             replace_stride_with_dilation = (False, False, False)
         if (

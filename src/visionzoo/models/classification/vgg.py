@@ -24,7 +24,6 @@ Shapes: N batch, C channels, H x W spatial size, K classes.
 
 from __future__ import annotations
 
-import math
 from itertools import islice
 
 import torch
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 
 from ...errors import ModelArgumentError
 from ...registry import register_model
+from .._checks import check_bool, check_dropout
 from ._base import Classifier, check_positive_int
 
 __all__ = [
@@ -54,17 +54,6 @@ VGG_CONFIGS: dict[int, tuple[int | str, ...]] = {
     16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
     19: (64, 64, "M", 128, 128, "M", *(256,) * 4, "M", *(512,) * 4, "M", *(512,) * 4, "M"),
 }
-
-
-def _check_bool(name: str, value: object, *, model: str) -> None:
-    if not isinstance(value, bool):
-        raise ModelArgumentError(f"{model}: {name} must be True or False, got {value!r}")
-
-
-def _check_dropout(value: object, *, model: str) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not (0.0 <= float(value) < 1.0) or math.isnan(float(value)):
-        raise ModelArgumentError(f"{model}: dropout must be a probability in [0, 1), got {value!r}")
 
 
 def _linear(in_features: int, out_features: int) -> nn.Linear:
@@ -121,8 +110,8 @@ class VGG(Classifier):
             raise ModelArgumentError(f"{name}: depth must be one of {valid}, got {depth!r}")
         check_positive_int("num_classes", num_classes, model=name)
         check_positive_int("in_chans", in_chans, model=name)
-        _check_bool("batch_norm", batch_norm, model=name)
-        _check_dropout(dropout, model=name)
+        check_bool("batch_norm", batch_norm, model=name)
+        check_dropout(dropout, model=name)
 
         self.depth = depth
         self.batch_norm = batch_norm

@@ -61,6 +61,7 @@ from torch import Tensor, nn
 from ...errors import ModelArgumentError
 from ...layers.transformer import Block, LayerNorm6, PatchEmbed, resize_pos_embed
 from ...registry import register_model
+from .._checks import check_bool
 from ..outputs import AuxOutput
 from ._base import Classifier, check_choice, check_positive_int
 
@@ -88,11 +89,6 @@ __all__ = [
 ]
 
 POS_EMBED_CHOICES = ("learned", "none")
-
-
-def _check_bool(name: str, value: object, *, model: str) -> None:
-    if not isinstance(value, bool):
-        raise ModelArgumentError(f"{model}: {name} must be True or False, got {value!r}")
 
 
 def _check_prob(name: str, value: object, *, model: str) -> None:
@@ -187,7 +183,7 @@ class VisionTransformer(Classifier):
             ("class_token", class_token),
             ("distilled", distilled),
         ):
-            _check_bool(arg, value, model=name)
+            check_bool(arg, value, model=name)
         check_choice("pos_embed", pos_embed, POS_EMBED_CHOICES, model=name)
         for arg, value in (
             ("drop_rate", drop_rate),

@@ -51,6 +51,7 @@ from torch import Tensor, nn
 
 from ...errors import ModelArgumentError
 from ...registry import register_model
+from .._checks import check_bool
 from ..classification._base import check_choice, check_positive_int
 from ..classification.resnet import Bottleneck, ResNet
 from ..classification.vgg import VGG_CONFIGS, _make_features
@@ -77,12 +78,6 @@ OUTPUT_STRIDES = (8, 16)
 _RESNET_LAYERS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 # layer2, layer3, layer4: which strides become dilations for each output stride.
 _DILATE = {8: (False, True, True), 16: (False, False, True)}
-
-
-def _check_bool(name: str, value: object, *, model: str) -> None:
-    # A YAML/CLI string such as "false" is truthy; refuse it rather than silently flip a switch.
-    if not isinstance(value, bool):
-        raise ModelArgumentError(f"{model}: {name} must be True or False, got {value!r}")
 
 
 def _check_prob(name: str, value: object, *, model: str) -> None:
@@ -466,7 +461,7 @@ class DeepLabV3(nn.Module):
             ("aux_loss", aux_loss),
             ("head_conv", head_conv),
         ):
-            _check_bool(name, value, model=model)
+            check_bool(name, value, model=model)
         _check_prob("dropout", dropout, model=model)
         if atrous_rates is None:
             # Paper §4.1: rates (6, 12, 18) at stride 16, doubled at stride 8.

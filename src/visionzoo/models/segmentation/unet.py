@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from ...errors import ModelArgumentError
 from ...registry import register_model
+from .._checks import check_bool
 from ..classification._base import check_positive_int
 from ..outputs import AuxOutput
 
@@ -67,12 +68,6 @@ __all__ = [
 ]
 
 _MODEL = "UNet"
-
-
-def _check_bool(name: str, value: object) -> None:
-    # A YAML/CLI string such as "false" is truthy; refuse it rather than silently flip a switch.
-    if not isinstance(value, bool):
-        raise ModelArgumentError(f"{_MODEL}: {name} must be True or False, got {value!r}")
 
 
 class DoubleConv(nn.Sequential):
@@ -221,7 +216,7 @@ class UNet(nn.Module):
             ("bilinear", bilinear),
             ("batch_norm", batch_norm),
         ):
-            _check_bool(name, value)
+            check_bool(name, value, model=_MODEL)
         ok = isinstance(dropout, (int, float)) and not isinstance(dropout, bool)
         if not ok or math.isnan(float(dropout)) or not 0.0 <= float(dropout) < 1.0:
             raise ModelArgumentError(
