@@ -15,6 +15,7 @@ __all__ = [
     "VisionZooError",
     "UnknownModelError",
     "ModelArgumentError",
+    "OpArgumentError",
     "ConfigError",
     "DataError",
     "CheckpointError",
@@ -50,6 +51,10 @@ class UnknownModelError(VisionZooError, LookupError):
 
 class ModelArgumentError(VisionZooError, ValueError):
     """A model constructor argument that is unknown or out of range."""
+
+
+class OpArgumentError(VisionZooError, ValueError):
+    """A tensor operator (``visionzoo.ops``) called with a wrong shape, dtype or value."""
 
 
 class ConfigError(VisionZooError, ValueError):
