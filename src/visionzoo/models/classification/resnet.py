@@ -48,6 +48,12 @@ __all__ = [
     "resnet50",
     "resnet101",
     "resnet152",
+    "CifarResNet",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
 ]
 
 _MODEL = "ResNet"
@@ -492,3 +498,123 @@ def resnet101(*, num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> R
 def resnet152(*, num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
     """ResNet-152: Bottleneck x (3, 8, 36, 3); 60.2M parameters, 11.6 GMACs (v1.5) at 224x224."""
     return ResNet(Bottleneck, (3, 8, 36, 3), num_classes, in_chans, **kwargs)
+
+
+# --- CIFAR-10 networks of the paper's Section 4.2 ------------------------------------------------
+
+
+class CifarResNet(Classifier):
+    """The thin 6n+2-layer networks of the paper's CIFAR-10 study (Section 4.2, Table 6).
+
+    A 3x3 conv with 16 filters, then three stages of n BasicBlocks on maps of H, H/2 and H/4
+    with 16, 32 and 64 filters (``widths``), global average pooling and a linear classifier.
+    There is no strided stem and no max-pool, so small inputs (32-64 px) keep their detail; the
+    paper's degradation experiment (Fig. 6: plain-20..56 get worse with depth, ResNet-20..110
+    better) is ``shortcut=False`` against ``shortcut=True`` on these. Shortcuts are option A
+    (parameter-free zero-padding) as in the paper's CIFAR nets; "B" adds 1x1 projections where
+    shapes change.
+
+    ``forward_features``: Tensor[N, in_chans, H, W] -> Tensor[N, widths[2], H/4, W/4].
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        *,
+        widths: Sequence[int] = (16, 32, 64),
+        shortcut: bool = True,
+        shortcut_type: str = "A",
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        name = f"resnet{depth}"
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+            raise ModelArgumentError(
+                f"CifarResNet: depth must be 6n+2 with n >= 1 (8, 20, 32, ...), got {depth!r}"
+            )
+        check_positive_int("num_classes", num_classes, model=name)
+        check_positive_int("in_chans", in_chans, model=name)
+        check_bool("shortcut", shortcut, model=name)
+        check_bool("zero_init_residual", zero_init_residual, model=name)
+        check_choice("shortcut_type", shortcut_type, ("A", "B"), model=name)
+        widths = tuple(widths)
+        if len(widths) != 3:
+            raise ModelArgumentError(f"{name}: widths must list 3 channel counts, got {widths!r}")
+        for w in widths:
+            check_positive_int("widths", w, model=name)
+        n = (depth - 2) // 6
+        self.depth, self.num_classes, self.num_features = depth, num_classes, widths[2]
+        self.conv1 = _conv3x3(in_chans, widths[0])
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        stages = []
+        in_ch = widths[0]
+        for i, out_ch in enumerate(widths):
+            blocks = []
+            for j in range(n):
+                stride = 2 if i > 0 and j == 0 else 1
+                down = None
+                if shortcut and (stride != 1 or in_ch != out_ch):
+                    if shortcut_type == "A":
+                        down = ZeroPadShortcut(in_ch, out_ch, stride)
+                    else:
+                        down = nn.Sequential(
+                            _conv1x1(in_ch, out_ch, stride), nn.BatchNorm2d(out_ch)
+                        )
+                blocks.append(BasicBlock(in_ch, out_ch, stride, down, shortcut=shortcut))
+                in_ch = out_ch
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(widths[2], num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))  # (N, 16, H, W)
+        return self.layer3(self.layer2(self.layer1(x)))  # (N, 64, H/4, W/4)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = torch.flatten(self.avgpool(x), 1)  # (N, C, h, w) -> (N, C)
+        return x if pre_logits else self.fc(x)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        check_positive_int("num_classes", num_classes, model=f"resnet{self.depth}")
+        self.fc = nn.Linear(self.num_features, num_classes, device=self.fc.weight.device)
+        self.num_classes = num_classes
+
+
+def _cifar_builder(depth: int, params: str) -> Callable[..., CifarResNet]:
+    def build(*, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> CifarResNet:
+        return CifarResNet(depth, num_classes, in_chans, **kwargs)
+
+    build.__name__ = build.__qualname__ = f"resnet{depth}"
+    build.__doc__ = (
+        f"ResNet-{depth} for small images (paper Section 4.2): 3 stages of {(depth - 2) // 6} "
+        f"BasicBlocks, 16/32/64 filters, option A shortcuts; {params} parameters (Table 6)."
+    )
+    return register_model(
+        f"resnet{depth}",
+        task="classification",
+        family="resnet",
+        paper=_PAPER,
+        input_size=(3, 32, 32),
+        model_class=CifarResNet,
+    )(build)
+
+
+resnet20 = _cifar_builder(20, "0.27M")
+resnet32 = _cifar_builder(32, "0.46M")
+resnet44 = _cifar_builder(44, "0.66M")
+resnet56 = _cifar_builder(56, "0.85M")
+resnet110 = _cifar_builder(110, "1.7M")
