@@ -345,3 +345,14 @@ def test_generator_draws_are_not_rendering_dependent():
     b = ShapesGenerator(96, seed=9, antialias=1, noise=0.0)
     assert [a.label("val", i) for i in range(30)] == [b.label("val", i) for i in range(30)]
     assert all(b.sample("val", i)["label"] == b.label("val", i) for i in range(10))
+
+
+def test_classification_cache_returns_the_same_items(monkeypatch):
+    cached = ShapesDataset("val", size=6, image_size=32, cache=True)
+    plain = ShapesDataset("val", size=6, image_size=32, cache=False)
+    first = [cached[i] for i in range(6)]
+    for i in range(6):
+        assert torch.equal(first[i][0], plain[i][0]) and first[i][1] == plain[i][1]
+    # Once rendered, an image is served from the cache without the generator.
+    monkeypatch.setattr(cached.generator, "image", lambda *a, **k: pytest.fail("re-rendered"))
+    assert all(torch.equal(cached[i][0], first[i][0]) for i in range(6))

@@ -248,6 +248,10 @@ class _Raster:
     full_area: int  # hard pixels before occlusion
 
 
+# Largest rendered-image cache a ShapesDataset keeps (bytes).
+CACHE_LIMIT = 1 << 30
+
+
 @functools.lru_cache(maxsize=1024)
 def _steps(n: int, ss: int) -> np.ndarray:
     """``[0, 1/ss, 2/ss, ...]`` float32 (n*ss,), read-only and shared: grids are built often."""
@@ -739,6 +743,7 @@ class ShapesDataset(Dataset):
         seed: int = 0,
         task: str = "classification",
         transform: Callable[..., Any] | None = None,
+        cache: bool = True,
         **gen_kw: Any,
     ) -> None:
         _split_id(split)
@@ -753,6 +758,14 @@ class ShapesDataset(Dataset):
         self.transform = transform
         self.classes = self.generator.classes
         self._targets: list[int] | None = None
+        # Classification images are rendered once and kept (uint8, before the transform), so
+        # epochs after the first cost only the augmentation. Skipped above CACHE_LIMIT bytes.
+        h, w = self.generator.image_size
+        self._cache_on = (
+            bool(cache) and task == "classification" and self.size * h * w * 3 <= CACHE_LIMIT
+        )
+        self._cache: np.ndarray | None = None
+        self._cached: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -768,6 +781,18 @@ class ShapesDataset(Dataset):
     def __len__(self) -> int:
         return self.size
 
+    def _image(self, index: int) -> np.ndarray:
+        if not self._cache_on:
+            return self.generator.image(self.split, index)
+        if self._cache is None:
+            h, w = self.generator.image_size
+            self._cache = np.empty((self.size, h, w, 3), dtype=np.uint8)
+            self._cached = np.zeros(self.size, dtype=bool)
+        if not self._cached[index]:
+            self._cache[index] = self.generator.image(self.split, index)
+            self._cached[index] = True
+        return self._cache[index]
+
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         from torchvision import tv_tensors  # imported lazily: the generator alone needs numpy only
 
@@ -777,8 +802,8 @@ class ShapesDataset(Dataset):
             raise IndexError(f"shapes: index {index} out of range for a dataset of {self.size}")
         gen = self.generator
         if self.task == "classification":
-            image = _to_chw(gen.image(self.split, index))
-            label = gen.label(self.split, index)
+            image = _to_chw(self._image(index))
+            label = self.targets[index] if self._cache_on else gen.label(self.split, index)
             return (self.transform(image) if self.transform else image), label
 
         s = gen.sample(self.split, index)
