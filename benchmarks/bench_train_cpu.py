@@ -5,7 +5,7 @@ size, optimiser and schedule, for the same number of steps, and both end with on
 validation set. Runs alternate (plain, trainer, plain, trainer, ...) and the medians are
 compared. The ratio is trainer images/s divided by plain-loop images/s (goal: >= 0.95).
 
-    python benchmarks/bench_train_cpu.py                    # resnet18, 32 px, batch 64
+    python benchmarks/bench_train_cpu.py                    # resnet20 (the default job), 32 px, batch 64
     python benchmarks/bench_train_cpu.py --model mobilenet_v2 --size 64 --steps 20
 """
 
@@ -85,10 +85,10 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--model", default="resnet18")
+    p.add_argument("--model", default="resnet20")
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
