@@ -26,6 +26,7 @@ __all__ = [
     "OptimConfig",
     "SchedConfig",
     "LossConfig",
+    "DistillConfig",
     "TrainerConfig",
     "RunConfig",
     "load_config",
@@ -101,6 +102,23 @@ class LossConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation from a trained teacher (DeiT, arXiv:2012.12877 §5).
+
+    ``teacher``: a checkpoint written by ``visionzoo train`` or its run folder (``best.pt``,
+    else ``last.pt``); nothing is downloaded, so a bare model name is refused.
+    ``type``: none | soft (KL at temperature ``tau``, times tau^2) | hard (CE with the teacher's
+    argmax). ``alpha``: the distillation term's weight; the label term gets ``1 - alpha``.
+    Checked, and used, by the classification task (tasks/classification.py).
+    """
+
+    teacher: str | None = None
+    type: str = "none"
+    alpha: float = 0.5
+    tau: float = 1.0
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = 10
     max_steps: int | None = None  # stop after this many optimiser steps (tests, smoke runs)
@@ -131,6 +149,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     # Task override; None = the model's registry task.
     task: str | None = None

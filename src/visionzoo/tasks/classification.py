@@ -11,12 +11,40 @@ two side classifiers, arXiv:1409.4842 §5). The loss is
 
 with ``aux_weight = cfg.loss.aux_weight`` (0.3 in the paper). The paper discards the auxiliary
 heads at inference; so do we (evaluate/predict use ``logits`` only).
+
+Distillation (DeiT, arXiv:2012.12877 §5; ``cfg.distill``, losses in
+:mod:`visionzoo.losses.distillation`). With ``distill.type`` soft or hard, a trained teacher
+(``distill.teacher``: a checkpoint or run folder written by ``visionzoo train``) is loaded once,
+at the first training step, with ``load_model`` (EMA weights when the run kept them), put in eval
+mode with ``requires_grad=False`` and moved to the batch's device. It runs under
+``torch.no_grad`` inside the trainer's autocast (``training_step`` is called inside it), on the
+same (possibly mixup/cutmix-mixed) images, normalised with the *teacher's* own
+``data.mean``/``data.std`` and, when its ``data.image_size`` differs from the batch's, resized to
+it (bilinear, antialiased). The loss is DeiT's::
+
+    (1 - alpha) * CE(logits_cls, labels) + alpha * D(logits_dist, teacher)
+
+where D is soft (tau^2 KL at temperature tau) or hard (CE with the teacher's argmax). A model
+with a [distill] token (``distilled=True``, returning ``AuxOutput(logits, (logits_dist,))``)
+puts D on its [distill] head; any other classifier puts both terms on its only head (other
+auxiliary heads keep their label loss times ``loss.aux_weight``). DeiT's hard distillation is
+``alpha = 0.5``; soft distillation in DeiT's code defaults to ``alpha = 0.5, tau = 1``.
+
+A distilled model trained *without* a teacher (``distill.type=none``): DeiT §5 notes that a
+[distill] token trained on the labels is just a second [CLS] token, so its head learns the labels
+with the same weight as the [CLS] head: ``(CE(logits_cls) + CE(logits_dist)) / 2`` (the hard
+composition with the labels in place of the teacher; one CE's scale, so the same lr fits). This
+is a departure from DeiT's official code, which leaves ``head_dist`` untrained without a teacher
+although evaluation averages both heads. ``distill.teacher`` is ignored when the type is none, so
+one recipe serves the no-distillation baseline.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,13 +55,22 @@ from torch.utils.data import DataLoader
 
 from ..data.bundle import DataBundle
 from ..data.transforms import batch_mix, eval_transform, normalize
-from ..engine.config import RunConfig
-from ..errors import ConfigError, DataError
+from ..engine.checkpoint import load_model
+from ..engine.config import DataConfig, RunConfig
+from ..errors import CheckpointError, ConfigError, DataError, UnknownModelError
+from ..losses.distillation import DISTILL_TYPES, distillation_loss
 from ..metrics.classification import ClassificationMetrics, check_labels
 from ..models.outputs import AuxOutput
+from ..registry import get_model_entry, list_models
 from .base import model_device, to_device, unwrap
 
-__all__ = ["ClassificationTask"]
+__all__ = [
+    "ClassificationTask",
+    "Teacher",
+    "check_distill_config",
+    "load_teacher",
+    "resolve_teacher_path",
+]
 
 # render(): tiny inputs (8x8 digits, 32x32 CIFAR) are blown up to at least this short side.
 _RENDER_MIN_SIDE = 256
@@ -44,6 +81,119 @@ def _split_output(out: Any) -> tuple[Tensor, tuple[Tensor, ...]]:
     if isinstance(out, AuxOutput):
         return out.logits, tuple(out.aux)
     return out, ()
+
+
+def check_distill_config(cfg: RunConfig) -> None:
+    """ConfigError for a ``distill`` section that cannot run (the teacher file is checked when
+    it is loaded)."""
+    d = cfg.distill
+    if d.type not in DISTILL_TYPES:
+        raise ConfigError(
+            f"distill.type: unknown value {d.type!r}; valid: {', '.join(DISTILL_TYPES)}"
+        )
+    if not 0.0 <= d.alpha <= 1.0:
+        raise ConfigError(
+            f"distill.alpha must be in [0, 1] (the weight of the distillation term), got {d.alpha}"
+        )
+    if not d.tau > 0:
+        raise ConfigError(f"distill.tau must be > 0 (the softmax temperature), got {d.tau}")
+    if d.type != "none" and not d.teacher:
+        raise ConfigError(
+            f"distill.type={d.type} needs distill.teacher=CHECKPOINT_OR_RUN_DIR: a classifier "
+            "trained by `visionzoo train` on the same classes"
+        )
+
+
+@dataclass
+class Teacher:
+    """A loaded distillation teacher and the input it expects."""
+
+    model: nn.Module
+    path: str  # the checkpoint file
+    image_size: int | None  # the teacher's data.image_size (None: feed the batch as it is)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int | None
+
+    def logits(self, x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+        """Teacher logits Tensor[N, K] for the student's normalised input ``x``
+        (Tensor[N, 3, H, W], normalised with ``mean``/``std``), without gradients."""
+        with torch.no_grad():
+            if tuple(mean) != self.mean or tuple(std) != self.std:
+                # Undo the student's normalisation and apply the teacher's; affine, so this is
+                # exact for mixup/cutmix images too (they are convex mixtures of pixels).
+                dev, dt = x.device, x.dtype
+                s_m = torch.as_tensor(mean, dtype=dt, device=dev).view(-1, 1, 1)
+                s_s = torch.as_tensor(std, dtype=dt, device=dev).view(-1, 1, 1)
+                t_m = torch.as_tensor(self.mean, dtype=dt, device=dev).view(-1, 1, 1)
+                t_s = torch.as_tensor(self.std, dtype=dt, device=dev).view(-1, 1, 1)
+                x = (x * s_s + s_m - t_m) / t_s
+            size = self.image_size
+            if size is not None and tuple(x.shape[-2:]) != (size, size):
+                # The teacher saw size x size images in training (its eval transform).
+                x = F.interpolate(
+                    x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+                )
+            self.model.eval()  # whatever a caller did to it: BN/dropout in inference mode
+            logits, _ = _split_output(self.model(x))
+        return logits.detach()
+
+
+def resolve_teacher_path(spec: str) -> Path:
+    """The checkpoint file ``distill.teacher`` names: a file, or a run folder's
+    ``checkpoints/best.pt`` (else ``last.pt``). A bare registry model name is a ConfigError."""
+    p = Path(spec)
+    if p.is_dir():
+        for name in ("best.pt", "last.pt"):
+            candidate = p / "checkpoints" / name
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(
+            f"distill.teacher={spec!r} is a folder without checkpoints/best.pt or "
+            "checkpoints/last.pt; give a run folder written by `visionzoo train` or a checkpoint"
+        )
+    if not p.exists() and spec in list_models():
+        raise ConfigError(
+            f"distill.teacher={spec!r} is a model name, not a trained teacher: distillation needs "
+            "a teacher trained on the same classes, and nothing is downloaded. Train one first "
+            f"(`visionzoo train {spec} data=...`) and pass its run folder or checkpoint "
+            "(distill.teacher=runs/<run>)"
+        )
+    return p
+
+
+def load_teacher(spec: str, device: torch.device | str = "cpu") -> Teacher:
+    """Load the teacher ``distill.teacher`` names (see :func:`resolve_teacher_path`): eval mode,
+    no gradients, on ``device``. CheckpointError names the file when it is missing or bad."""
+    path = resolve_teacher_path(spec)
+    try:
+        model = load_model(path, map_location=torch.device(device))
+    except CheckpointError as e:
+        raise CheckpointError(f"distill.teacher: {e}") from None
+    model.requires_grad_(False)
+    model.eval()
+    cfg = getattr(model, "visionzoo_config", None) or {}
+    name = (cfg.get("model") or {}).get("name")
+    try:
+        task = cfg.get("task") or get_model_entry(name).task
+    except UnknownModelError:
+        task = None
+    if task not in (None, "classification"):
+        raise ConfigError(
+            f"distill.teacher={spec!r} is a {task} model ({name}); the teacher must be a classifier"
+        )
+    data = cfg.get("data") or {}
+    defaults = DataConfig()
+    size = data.get("image_size")
+    n = getattr(model, "num_classes", None)
+    return Teacher(
+        model=model,
+        path=str(path),
+        image_size=int(size) if isinstance(size, int) and not isinstance(size, bool) else None,
+        mean=tuple(float(v) for v in data.get("mean") or defaults.mean),
+        std=tuple(float(v) for v in data.get("std") or defaults.std),
+        num_classes=n if isinstance(n, int) and not isinstance(n, bool) else None,
+    )
 
 
 class ClassificationTask:
@@ -62,6 +212,9 @@ class ClassificationTask:
         self.last_eval: dict[str, Any] = {}
         self._mixer: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
         self._mixer_classes: int | None = None
+        check_distill_config(cfg)
+        # Loaded at the first training step (evaluate/predict never need it).
+        self.teacher: Teacher | None = None
 
     # -- data -----------------------------------------------------------------------------
 
@@ -81,12 +234,14 @@ class ClassificationTask:
         n = getattr(unwrap(model), "num_classes", None)
         return n if isinstance(n, int) and not isinstance(n, bool) else None
 
-    def _normalize(self, images: Tensor) -> Tensor:
+    def _normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The (mean, std) this run normalises its images with."""
         if self.bundle is not None:
-            mean, std = self.bundle.mean, self.bundle.std
-        else:
-            mean, std = tuple(self.cfg.data.mean), tuple(self.cfg.data.std)
-        return normalize(images, mean, std)
+            return tuple(self.bundle.mean), tuple(self.bundle.std)
+        return tuple(self.cfg.data.mean), tuple(self.cfg.data.std)
+
+    def _normalize(self, images: Tensor) -> Tensor:
+        return normalize(images, *self._normalization())
 
     def _mix(self, num_classes: int | None):
         """The mixup/cutmix callable, or None when neither is configured."""
@@ -115,10 +270,48 @@ class ClassificationTask:
 
     # -- training -------------------------------------------------------------------------
 
+    def _teacher_for(self, model: nn.Module, device: torch.device) -> Teacher:
+        """The teacher, loaded once and checked against the student's classes."""
+        if self.teacher is None:
+            spec = str(self.cfg.distill.teacher)
+            teacher = load_teacher(spec, device)
+            if self.cfg.trainer.channels_last:
+                teacher.model.to(memory_format=torch.channels_last)
+            student_k = self._num_classes(model)
+            if teacher.num_classes is not None and student_k is not None:
+                self._check_teacher_classes(teacher.num_classes, student_k)
+            t_names = getattr(teacher.model, "class_names", None)
+            s_names = self.bundle.class_names if self.bundle is not None else None
+            if t_names is not None and s_names is not None and list(t_names) != list(s_names):
+                raise ConfigError(
+                    f"distill.teacher={spec!r} was trained on classes {list(t_names)}, the "
+                    f"student's data has {list(s_names)}: the teacher must be trained on the "
+                    "same classes, in the same order"
+                )
+            self.teacher = teacher
+        if model_device(self.teacher.model) != device:
+            self.teacher.model.to(device)
+        return self.teacher
+
+    def _check_teacher_classes(self, teacher_k: int, student_k: int) -> None:
+        if teacher_k != student_k:
+            raise ConfigError(
+                f"distill.teacher={self.cfg.distill.teacher!r} predicts {teacher_k} classes but "
+                f"the student has {student_k}: train the teacher on the same data"
+            )
+
     def training_step(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
-        """``{"loss", "acc1"}`` or, with auxiliary heads, ``{"loss", "loss_main", "loss_aux1",
-        ...}``. ``loss`` carries the graph; the parts are detached. ``acc1`` is left out under
-        mixup/cutmix, where the targets are mixtures of two labels."""
+        """The loss and its detached parts (``loss`` carries the graph):
+
+        - plain model: ``{"loss", "acc1"}``;
+        - auxiliary heads (GoogLeNet): ``{"loss", "loss_main", "loss_aux1", ..., "acc1"}``;
+        - distillation (``distill.type`` soft/hard): ``{"loss", "loss_cls", "loss_distill",
+          "acc1"}`` (plus ``loss_aux*`` for other auxiliary heads);
+        - a DeiT [distill] head without a teacher: ``{"loss", "loss_cls", "loss_head_dist",
+          "acc1"}``.
+
+        ``acc1`` (of the main / [CLS] head) is left out under mixup/cutmix, where the targets
+        are mixtures of two labels."""
         images, labels = batch[0], batch[1]  # (N, 3, H, W) uint8, (N,) int64
         num_classes = self._num_classes(model)
         if num_classes is not None:
@@ -135,15 +328,38 @@ class ClassificationTask:
             check_labels(labels, logits.shape[1])
         smoothing = self.cfg.loss.label_smoothing
         loss_main = F.cross_entropy(logits, targets, label_smoothing=smoothing)
+        # A DeiT [distill] head is aux[0] of a model built with distilled=True; any other aux
+        # output (GoogLeNet's side classifiers) is an auxiliary label head.
+        has_dist_head = bool(aux) and getattr(unwrap(model), "distilled", False) is True
+        dist_logits = aux[0] if has_dist_head else None
+        other_aux = aux[1:] if has_dist_head else aux
         parts: dict[str, Tensor] = {}
-        if aux:
-            aux_losses = [F.cross_entropy(a, targets, label_smoothing=smoothing) for a in aux]
-            loss = loss_main + self.cfg.loss.aux_weight * torch.stack(aux_losses).sum()
-            parts["loss_main"] = loss_main.detach()
-            for i, part in enumerate(aux_losses, start=1):
-                parts[f"loss_aux{i}"] = part.detach()
+        d = self.cfg.distill
+        if d.type != "none":
+            teacher = self._teacher_for(model, images.device)
+            t_logits = teacher.logits(x, *self._normalization())  # (N, K), no graph
+            if t_logits.dim() != 2 or t_logits.shape[1] != logits.shape[1]:
+                self._check_teacher_classes(t_logits.shape[-1], logits.shape[1])
+            student = dist_logits if dist_logits is not None else logits
+            loss_kd = distillation_loss(student, t_logits, d.type, d.tau)
+            loss = (1.0 - d.alpha) * loss_main + d.alpha * loss_kd
+            parts["loss_cls"] = loss_main.detach()
+            parts["loss_distill"] = loss_kd.detach()
+        elif dist_logits is not None:
+            # No teacher: the [distill] token is a second [CLS] token (module docstring).
+            loss_head_dist = F.cross_entropy(dist_logits, targets, label_smoothing=smoothing)
+            loss = 0.5 * (loss_main + loss_head_dist)
+            parts["loss_cls"] = loss_main.detach()
+            parts["loss_head_dist"] = loss_head_dist.detach()
         else:
             loss = loss_main
+            if other_aux:
+                parts["loss_main"] = loss_main.detach()
+        if other_aux:
+            aux_losses = [F.cross_entropy(a, targets, label_smoothing=smoothing) for a in other_aux]
+            loss = loss + self.cfg.loss.aux_weight * torch.stack(aux_losses).sum()
+            for i, part in enumerate(aux_losses, start=1):
+                parts[f"loss_aux{i}"] = part.detach()
         if mix is None:
             parts["acc1"] = (logits.detach().argmax(dim=1) == labels).float().mean()
         return {"loss": loss, **parts}
