@@ -13,27 +13,42 @@ from visionzoo.registry import register_model
 def test_list_models_sorted_and_filtered():
     names = vz.list_models()
     assert names == sorted(names)
-    for expected in ("alexnet", "vgg16_bn", "googlenet", "resnet50", "mobilenet_v1", "mobilenet_v2"):
+    for expected in (
+        "alexnet",
+        "vgg16_bn",
+        "googlenet",
+        "resnet50",
+        "mobilenet_v1",
+        "mobilenet_v2",
+    ):
         assert expected in names
     cls = vz.list_models(task="classification")
     assert set(cls) <= set(names) and "resnet18" in cls
-    assert vz.list_models(task="detection") == [n for n in names if vz.get_model_entry(n).task == "detection"]
+    assert vz.list_models(task="detection") == [
+        n for n in names if vz.get_model_entry(n).task == "detection"
+    ]
 
 
 def test_unknown_task_is_named():
-    with pytest.raises(VisionZooError, match="unknown task 'clasification'.*did you mean classification"):
+    with pytest.raises(
+        VisionZooError, match="unknown task 'clasification'.*did you mean classification"
+    ):
         vz.list_models(task="clasification")
 
 
 def test_unknown_model_suggests_close_names():
-    with pytest.raises(UnknownModelError, match=r"unknown model 'resnett50' \(did you mean resnet50"):
+    with pytest.raises(
+        UnknownModelError, match=r"unknown model 'resnett50' \(did you mean resnet50"
+    ):
         vz.create_model("resnett50")
     with pytest.raises(UnknownModelError, match="visionzoo models"):
         vz.create_model("zzzzzz")
 
 
 def test_unknown_argument_lists_valid_ones():
-    with pytest.raises(ModelArgumentError, match="resnet18: .*'shortcutt'.*valid arguments: .*shortcut"):
+    with pytest.raises(
+        ModelArgumentError, match="resnet18: .*'shortcutt'.*valid arguments: .*shortcut"
+    ):
         vz.create_model("resnet18", shortcutt=False)
 
 
