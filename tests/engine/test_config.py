@@ -35,6 +35,8 @@ def test_overrides_types_and_shorthands():
     assert cfg.trainer.clip_grad_norm == 1.0
     assert cfg.sched.milestones == [2.0, 4.0]
     assert cfg.trainer.max_steps is None
+    # YAML reads "3e-4" as a string; a float key still takes it.
+    assert apply_overrides(cfg, ["optim.lr=3e-4"]).optim.lr == 3e-4
 
 
 @pytest.mark.parametrize(

@@ -118,6 +118,16 @@ def teacher_logits_by_hand(teacher: nn.Module, images: torch.Tensor, size: int) 
         return teacher.eval()(x)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors: one intra-op thread is fastest, and on a loaded machine spinning OpenMP
+    # threads make these steps tens of times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def teacher_ckpt(tmp_path):
     path = tmp_path / "teacher.pt"
