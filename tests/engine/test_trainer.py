@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -95,6 +96,25 @@ def test_resume_is_exact(tmp_path, stop_after):
     # The metrics file reads as one run: each training step logged once.
     rows = [json.loads(x) for x in (resumed.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "train/loss" in r] == list(range(1, 9))
+
+
+def test_resume_with_more_epochs_stretches_the_schedule(tmp_path):
+    first = Trainer(
+        tiny_cfg(tmp_path / "a", "trainer.epochs=1", "optim.lr=0.1", "sched.warmup_epochs=0")
+    )
+    first.fit()
+    resumed = Trainer(resume=first.run_dir, overrides=["trainer.epochs=2"])
+    assert resumed.step == 4
+    lrs = []
+    for _ in range(4):
+        resumed.scheduler.step()
+        lrs.append(resumed.optimizer.param_groups[0]["lr"])
+    # The cosine of the new 8-step run, continued from step 4, not the finished 4-step one.
+    expected = [0.05 * (1 + math.cos(math.pi * s / 8)) for s in range(5, 9)]
+    assert lrs == pytest.approx(expected, abs=1e-9)
+    resumed2 = Trainer(resume=first.run_dir, overrides=["trainer.epochs=2"])
+    resumed2.fit()
+    assert load_checkpoint(resumed2.run_dir / "checkpoints" / "last.pt")["step"] == 8
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -62,6 +62,7 @@ def split_items(items: list[str]) -> tuple[str | None, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.distributed import teardown
     from ..engine.trainer import Interrupted, Trainer
     from ..registry import get_model_entry
 
@@ -89,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     except Interrupted as e:
         print(f"visionzoo train: {e}")
         return 130
+    finally:
+        teardown(trainer.dist)
     if trainer.is_main:
         shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
         print(f"done: {shown}")

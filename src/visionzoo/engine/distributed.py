@@ -57,14 +57,6 @@ def broadcast_object(obj: object, info: DistInfo) -> object:
     return box[0]
 
 
-def all_reduce_mean(value: float, info: DistInfo, device: torch.device) -> float:
-    if not info.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return (t / info.world_size).item()
-
-
 def teardown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -22,6 +22,7 @@ import math
 import random
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -360,7 +361,8 @@ class Trainer:
                 keep_until_step=self.step if resumed else None,
             )
         old_handlers = {}
-        if threading_is_main():
+        # Signal handlers can only be installed from the main thread.
+        if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 old_handlers[sig] = signal.signal(sig, self._on_signal)
         start_time = time.perf_counter()
@@ -592,12 +594,6 @@ class Trainer:
             lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
         lines += ["", 'Rebuild the model with `visionzoo.load("checkpoints/best.pt")`.']
         (self.run_dir / "summary.md").write_text("\n".join(lines) + "\n")
-
-
-def threading_is_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _batch_size(batch: Any) -> int:
