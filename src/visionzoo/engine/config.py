@@ -61,6 +61,8 @@ class DataConfig:
     num_classes: int | None = None
     download: bool = False
     skip_bad: bool = False
+    # detection: boxes of zero/negative size, outside the image or with labels out of range
+    bad_boxes: str = "drop"  # drop (and count) | raise
     # Train-time augmentation: none | light (crop + flip) | trivialaugment | randaugment
     augment: str = "light"
     hflip: bool = True
@@ -99,6 +101,11 @@ class LossConfig:
     label_smoothing: float = 0.0
     # Weight of each auxiliary head's loss (GoogLeNet's two side classifiers: 0.3 in the paper).
     aux_weight: float = 0.3
+    # Segmentation: loss = ce_weight * CE + dice_weight * soft Dice (per head); pixels equal to
+    # ignore_index (255, VOC's object boundaries) count in neither the loss nor the metrics.
+    ce_weight: float = 1.0
+    dice_weight: float = 0.0
+    ignore_index: int = 255
 
 
 @dataclass
