@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--last", action="store_true", help="with a run folder, use last.pt instead of best.pt"
     )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="also write metrics.json, the per-class table (per_class.md) and, for "
+        "segmentation, --samples image | ground truth | prediction PNGs into DIR",
+    )
+    p.add_argument("--samples", type=int, default=8, help="validation samples to draw with --out")
     p.set_defaults(func=run)
 
 
@@ -55,7 +65,19 @@ def run(args: argparse.Namespace) -> int:
     )
     with torch.no_grad():
         metrics = task.evaluate(model.eval(), loader)
-    print(
-        json.dumps({"checkpoint": str(path), **{k: float(v) for k, v in metrics.items()}}, indent=2)
-    )
+    result = {"checkpoint": str(path), **{k: float(v) for k, v in metrics.items()}}
+    print(json.dumps(result, indent=2))
+    # The per-class table goes to stderr so stdout stays one JSON document.
+    report = task.report() if hasattr(task, "report") else ""
+    if report:
+        print(report, file=sys.stderr)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        if report:
+            (out / "per_class.md").write_text(report + "\n")
+        if hasattr(task, "write_samples") and args.samples > 0:
+            task.write_samples(model, bundle.val, out, args.samples)
+        print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -52,6 +52,22 @@ def collect_images(inputs: list[str]) -> list[Path]:
     return files
 
 
+def save_index_mask(mask, path: Path) -> None:
+    """Class indices ``[H, W]`` -> palette PNG (values are the classes; colours as VOC's)."""
+    import numpy as np
+    from PIL import Image
+
+    from ..tasks.segmentation import palette
+
+    m = np.asarray(mask)
+    if m.max(initial=0) > 255:
+        Image.fromarray(m.astype(np.uint16)).save(path)  # 16-bit grey: more than 256 classes
+        return
+    img = Image.fromarray(m.astype(np.uint8))  # mode L; putpalette makes it P, same values
+    img.putpalette(palette(256).reshape(-1).tolist())
+    img.save(path)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -77,10 +93,18 @@ def run(args: argparse.Namespace) -> int:
         with torch.no_grad():
             preds = task.predict(model, images, topk=args.topk)
         for f, image, pred in zip(chunk, images, preds, strict=True):
-            entry = {"image": str(f), **pred}
+            # Keys starting with "_" hold arrays, not JSON: a segmentation "_mask" is written
+            # as a palette PNG of class indices (open it with PIL: np.asarray gives classes).
+            entry = {"image": str(f), **{k: v for k, v in pred.items() if not k.startswith("_")}}
+            name = png_names[len(results)]
+            if "_mask" in pred:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                target = out_dir / f"{name}_mask.png"
+                save_index_mask(pred["_mask"], target)
+                entry["mask"] = str(target)
             if not args.no_render:
                 out_dir.mkdir(parents=True, exist_ok=True)
-                target = out_dir / f"{png_names[len(results)]}.png"
+                target = out_dir / f"{name}.png"
                 task.render(image, pred).save(target)
                 entry["rendered"] = str(target)
             results.append(entry)

@@ -61,6 +61,36 @@ def split_items(items: list[str]) -> tuple[str | None, list[str]]:
     return model, overrides
 
 
+def _override_value(overrides: list[str], *keys: str) -> str | None:
+    value = None
+    for item in overrides:
+        key, _, v = item.partition("=")
+        if key.strip() in keys:
+            value = v.strip()
+    return value
+
+
+def pick_recipe(model: str, model_task: str, overrides: list[str]) -> str:
+    """The shipped recipe for ``visionzoo train MODEL ...`` without ``--config``:
+
+    1. ``<model>_<data>`` (e.g. ``unet_shapes``), a setting tuned for that model and data;
+    2. ``<task>`` for tasks other than classification (``segmentation``, ``detection``...):
+       the task's defaults (image size, batch, optimiser, schedule) on the built-in data;
+    3. ``default``.
+
+    ``data``/``data.name`` and ``task`` are read from the overrides (the data defaults to
+    ``shapes``, the task to the model's registry task)."""
+    from ..engine.recipes import list_recipes
+
+    data = _override_value(overrides, "data", "data.name") or "shapes"
+    task = _override_value(overrides, "task") or model_task
+    shipped = set(list_recipes())
+    for name in (f"{model}_{data}", task if task != "classification" else None):
+        if name and name in shipped:
+            return name
+    return DEFAULT_RECIPE
+
+
 def run(args: argparse.Namespace) -> int:
     from ..engine.distributed import teardown
     from ..engine.trainer import Interrupted, Trainer
@@ -74,13 +104,17 @@ def run(args: argparse.Namespace) -> int:
             )
         trainer = Trainer(resume=args.resume, overrides=overrides)
     else:
-        cfg = load_config(resolve_recipe(args.config or DEFAULT_RECIPE))
+        recipe = args.config
         if model is not None:
-            get_model_entry(model)  # fail fast, with did-you-mean, before building data
+            entry = get_model_entry(model)  # fail fast, with did-you-mean, before building data
+            if recipe is None:
+                recipe = pick_recipe(model, entry.task, overrides)
+                print(f"recipe: {recipe}")
+        cfg = load_config(resolve_recipe(recipe or DEFAULT_RECIPE))
+        if model is not None and cfg.model.name != model:
             cfg.model.name = model
-            if args.config is None:
-                # The default recipe's switches belong to its model, not to the one asked for.
-                cfg.model.args = {}
+            # The recipe's switches belong to its model, not to the one asked for.
+            cfg.model.args = {}
         cfg = apply_overrides(cfg, overrides)
         trainer = Trainer(cfg)
     if trainer.is_main:

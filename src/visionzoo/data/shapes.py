@@ -760,11 +760,14 @@ class ShapesDataset(Dataset):
         self._targets: list[int] | None = None
         # Classification images are rendered once and kept (uint8, before the transform), so
         # epochs after the first cost only the augmentation. Skipped above CACHE_LIMIT bytes.
+        # Segmentation caches the mask too (one more byte per pixel).
         h, w = self.generator.image_size
+        per_pixel = {"classification": 3, "segmentation": 4}.get(task)
         self._cache_on = (
-            bool(cache) and task == "classification" and self.size * h * w * 3 <= CACHE_LIMIT
+            bool(cache) and per_pixel is not None and self.size * h * w * per_pixel <= CACHE_LIMIT
         )
         self._cache: np.ndarray | None = None
+        self._mask_cache: np.ndarray | None = None
         self._cached: np.ndarray | None = None
 
     @property
@@ -793,6 +796,23 @@ class ShapesDataset(Dataset):
             self._cached[index] = True
         return self._cache[index]
 
+    def _image_and_mask(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image uint8 [H, W, 3], semantic mask uint8 [H, W]), from the cache when on."""
+        if not self._cache_on:
+            s = self.generator.sample(self.split, index)
+            return s["image"], s["semantic_mask"]
+        if self._cache is None or self._mask_cache is None:
+            h, w = self.generator.image_size
+            self._cache = np.empty((self.size, h, w, 3), dtype=np.uint8)
+            self._mask_cache = np.empty((self.size, h, w), dtype=np.uint8)
+            self._cached = np.zeros(self.size, dtype=bool)
+        if not self._cached[index]:
+            s = self.generator.sample(self.split, index)
+            self._cache[index] = s["image"]
+            self._mask_cache[index] = s["semantic_mask"]
+            self._cached[index] = True
+        return self._cache[index], self._mask_cache[index]
+
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         from torchvision import tv_tensors  # imported lazily: the generator alone needs numpy only
 
@@ -806,16 +826,19 @@ class ShapesDataset(Dataset):
             label = self.targets[index] if self._cache_on else gen.label(self.split, index)
             return (self.transform(image) if self.transform else image), label
 
+        if self.task == "segmentation":
+            img_np, mask_np = self._image_and_mask(index)
+            image = tv_tensors.Image(_to_chw(img_np))
+            mask = tv_tensors.Mask(torch.from_numpy(mask_np.astype(np.int64)))
+            if self.transform:
+                image, mask = self.transform(image, mask)
+            return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+
         s = gen.sample(self.split, index)
         image = tv_tensors.Image(_to_chw(s["image"]))
         if self.task == "image-text":
             out = self.transform(image) if self.transform else image
             return out.as_subclass(torch.Tensor), s["caption"]
-        if self.task == "segmentation":
-            mask = tv_tensors.Mask(torch.from_numpy(s["semantic_mask"]).long())
-            if self.transform:
-                image, mask = self.transform(image, mask)
-            return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
         target = {
             "boxes": tv_tensors.BoundingBoxes(
                 torch.from_numpy(s["boxes"]), format="XYXY", canvas_size=gen.image_size

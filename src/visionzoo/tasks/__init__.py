@@ -12,6 +12,8 @@ from .base import Task
 # task name -> "module:Class"; a task module is imported only when used.
 _TASKS: dict[str, str] = {
     "classification": "visionzoo.tasks.classification:ClassificationTask",
+    "detection": "visionzoo.tasks.detection:DetectionTask",
+    "segmentation": "visionzoo.tasks.segmentation:SegmentationTask",
 }
 
 
