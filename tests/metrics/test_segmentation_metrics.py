@@ -1,5 +1,5 @@
-"""Segmentation metrics against an independent per-class loop and scikit-learn's jaccard_score /
-f1_score (torchmetrics is not a dependency), with ignore pixels; shard merging and a real
+"""Segmentation metrics against an independent per-class loop, scikit-learn's jaccard_score /
+f1_score and torchmetrics (a dev dependency), with ignore pixels; shard merging and a real
 two-process gloo all_reduce."""
 
 from __future__ import annotations
@@ -219,3 +219,32 @@ def test_sync_all_reduces_across_two_gloo_processes(tmp_path):
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert torch.equal(got, whole.confusion_matrix())
+
+
+def test_agrees_with_torchmetrics():
+    import torchmetrics.classification as tm  # the dev extra installs it
+
+    k, absent = 6, 4
+    batches = _batches(k, n_batches=4, seed=3, absent=absent)
+    ours = SegmentationMetrics(k, ignore_index=IGNORE)
+    jac = tm.MulticlassJaccardIndex(k, average=None, ignore_index=IGNORE)
+    f1 = tm.MulticlassF1Score(k, average=None, ignore_index=IGNORE, multidim_average="global")
+    acc = tm.MulticlassAccuracy(k, average="micro", ignore_index=IGNORE)
+    for logits, target in batches:
+        ours.update(logits, target)
+        pred = logits.argmax(1)
+        jac.update(pred, target)
+        f1.update(pred, target)
+        acc.update(pred, target)
+    out = ours.compute()
+    t_iou, t_f1 = jac.compute(), f1.compute()
+    for c in range(k):
+        if c == absent:
+            # torchmetrics scores a class absent from both as 0; we leave it out (None).
+            assert out["IoU"][c] is None and out["Dice"][c] is None
+            continue
+        assert out["IoU"][c] == pytest.approx(float(t_iou[c]), abs=1e-6)
+        assert out["Dice"][c] == pytest.approx(float(t_f1[c]), abs=1e-6)
+    present = [c for c in range(k) if c != absent]
+    assert out["mIoU"] == pytest.approx(float(t_iou[present].mean()), abs=1e-6)
+    assert out["pixel_acc"] == pytest.approx(float(acc.compute()), abs=1e-6)

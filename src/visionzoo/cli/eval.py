@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -65,7 +66,12 @@ def run(args: argparse.Namespace) -> int:
     )
     with torch.no_grad():
         metrics = task.evaluate(model.eval(), loader)
-    result = {"checkpoint": str(path), **{k: float(v) for k, v in metrics.items()}}
+    # NaN (a metric with nothing to measure, e.g. COCO's "large" objects on 64-pixel images)
+    # becomes null: bare NaN is not JSON.
+    result = {
+        "checkpoint": str(path),
+        **{k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()},
+    }
     print(json.dumps(result, indent=2))
     # The per-class table goes to stderr so stdout stays one JSON document.
     report = task.report() if hasattr(task, "report") else ""

@@ -278,6 +278,7 @@ def load_model(path: str | Path, map_location: Any = "cpu", ema: bool | None = N
     When ``map_location`` is a device (string or torch.device) the model is moved there.
 
     Attached attributes: ``class_names`` (list of str, or None when the checkpoint has none),
+    ``visionzoo_task_state`` (what the task saved beside the weights, e.g. a tokenizer, or None),
     ``visionzoo_config`` (the run's config dict) and ``visionzoo_weights`` (``"ema"`` or
     ``"model"``: which weights were loaded).
     """
@@ -328,4 +329,5 @@ def load_model(path: str | Path, map_location: Any = "cpu", ema: bool | None = N
     model.class_names = [str(c) for c in names] if names is not None else None
     model.visionzoo_config = cfg
     model.visionzoo_weights = "ema" if ema else "model"
+    model.visionzoo_task_state = state.get("task_state")
     return model

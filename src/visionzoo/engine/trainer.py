@@ -312,6 +312,9 @@ class Trainer:
             model_kwargs=dict(self.model_kwargs),
             class_names=list(self.bundle.class_names),
             task=self.task.name,
+            # What the task needs to use the model later (e.g. the tokenizer trained on the
+            # captions): plain values only, as everything in a checkpoint.
+            task_state=self.task.state_dict() if hasattr(self.task, "state_dict") else None,
         )
 
     def _restore(self, state: dict[str, Any]) -> None:

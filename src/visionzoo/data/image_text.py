@@ -1,0 +1,137 @@
+"""Build an image-text DataBundle from ``data.*`` config keys.
+
+``data.name`` picks the source:
+
+=================  ===========================================================================
+name               source
+=================  ===========================================================================
+``shapes``         built-in scenes with the generator's caption ("a large red circle left of a
+                   small blue square"); validation samples also carry the class of the
+                   largest shape, for zero-shot classification over the shape names
+``captions``       ``data.root`` with ``{train,val}.jsonl`` or ``.csv`` image-caption files
+                   (:mod:`visionzoo.data.formats.captions`)
+``coco_captions``  COCO captions JSON (``annotations/captions_{train,val}2017.json``) on disk
+=================  ===========================================================================
+
+Samples: train ``(image uint8 [3, S, S], caption str)`` (one caption of the image, drawn per
+access); validation ``(image, [captions], label)`` with every reference caption and the class
+index for zero-shot (``-1`` where there is none). ``collate_fn`` stacks the images and keeps the
+captions as lists (tokenisation belongs to the model's tokenizer, in the task).
+
+Transforms: captions talk about positions ("left of"), so there are no flips. ``shapes``
+images are used as drawn (a crop could cut out a shape the caption names); files get
+``RandomResizedCrop(S, scale=(0.8, 1))`` for training and ``Resize(S) + CenterCrop(S)`` for
+validation.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError, did_you_mean
+from .bundle import DataBundle
+from .transforms import eval_transform, train_transform
+
+if TYPE_CHECKING:
+    from ..engine.config import DataConfig
+
+__all__ = ["IMAGE_TEXT_DATASETS", "build_image_text_data", "collate_image_text"]
+
+IMAGE_TEXT_DATASETS = ("shapes", "captions", "coco_captions")
+FILE_CROP_SCALE = (0.8, 1.0)
+
+
+class ShapesCaptions(Dataset):
+    """Built-in shapes scenes as image-caption pairs (module docstring)."""
+
+    def __init__(self, split: str, size: int, *, train: bool, transform: Any = None, **kw: Any):
+        from .shapes import ShapesDataset
+
+        self.ds = ShapesDataset(split, size, task="image-text", transform=transform, **kw)
+        self.train = train
+        self.classes = self.ds.classes
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, index: int):
+        image, caption = self.ds[index]
+        if self.train:
+            return image, caption
+        return image, [caption], self.ds.generator.label(self.ds.split, index)
+
+
+def collate_image_text(batch: list[tuple]) -> tuple:
+    """Train: ``(images uint8 [N, 3, S, S], [captions])``; validation: ``(images,
+    [[captions of image i]], labels int64 [N])``."""
+    images = torch.stack([b[0] for b in batch])
+    if len(batch[0]) == 2:
+        return images, [b[1] for b in batch]
+    return images, [list(b[1]) for b in batch], torch.tensor([int(b[2]) for b in batch])
+
+
+def build_image_text_data(cfg: DataConfig) -> DataBundle:
+    """Datasets and transforms for ``cfg.name`` (module docstring).
+
+    Raises:
+        ConfigError: unknown ``data.name`` (with did-you-mean) or ``data.root`` missing.
+        DataError: files missing, unreadable or inconsistent (naming the path).
+    """
+    from .classification import _check_stats
+
+    name = cfg.name
+    if name not in IMAGE_TEXT_DATASETS:
+        raise ConfigError(
+            f"data.name={name!r} is not an image-text data set"
+            f"{did_you_mean(str(name), IMAGE_TEXT_DATASETS)}; valid: "
+            f"{', '.join(IMAGE_TEXT_DATASETS)}"
+        )
+    mean, std = _check_stats(cfg)
+    val_tf = eval_transform(cfg)
+    if name == "shapes":
+        for key in ("train_size", "val_size"):
+            v = getattr(cfg, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"data.{key} must be a positive integer, got {v!r}")
+        kw: dict[str, Any] = dict(
+            image_size=cfg.image_size, num_classes=cfg.num_classes, seed=cfg.seed
+        )
+        train = ShapesCaptions("train", cfg.train_size, train=True, **kw)
+        val = ShapesCaptions("val", cfg.val_size, train=False, **kw)
+        class_names = list(train.classes)
+    else:
+        from .formats.captions import CaptionDataset, build_caption_split
+
+        if not cfg.root:
+            raise ConfigError(
+                f"data.root is required for data.name={name}: the folder holding "
+                + (
+                    "train.jsonl/val.jsonl (or .csv) and the images"
+                    if name == "captions"
+                    else "annotations/captions_{train,val}2017.json and train2017/, val2017/"
+                )
+            )
+        train_tf = train_transform(cfg, crop_scale=FILE_CROP_SCALE, hflip=False)
+        train = CaptionDataset(
+            build_caption_split(name, cfg.root, "train"),
+            transform=train_tf,
+            train=True,
+            seed=cfg.seed,
+        )
+        val = CaptionDataset(
+            build_caption_split(name, cfg.root, "val"), transform=val_tf, train=False
+        )
+        class_names = []
+    return DataBundle(
+        train=train,
+        val=val,
+        num_classes=len(class_names),
+        class_names=class_names,
+        mean=mean,
+        std=std,
+        eval_transform=val_tf,
+        collate_fn=collate_image_text,
+    )

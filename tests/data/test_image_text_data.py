@@ -1,0 +1,92 @@
+"""Image-caption data: shapes captions, JSONL/CSV files and COCO captions JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from visionzoo.data.image_text import build_image_text_data
+from visionzoo.engine.config import DataConfig
+from visionzoo.errors import ConfigError, DataError
+
+
+def test_shapes_captions_and_labels():
+    b = build_image_text_data(DataConfig(name="shapes", image_size=32, train_size=6, val_size=4))
+    image, caption = b.train[0]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8
+    assert isinstance(caption, str) and caption.startswith("a ")
+    images, caps, labels = next(iter(DataLoader(b.val, batch_size=4, collate_fn=b.collate_fn)))
+    assert images.shape == (4, 3, 32, 32) and len(caps) == 4 and labels.shape == (4,)
+    gen = b.val.ds.generator
+    for i in range(4):
+        s = gen.sample("val", i)
+        assert caps[i] == [s["caption"]] and int(labels[i]) == s["label"]
+        # The caption names the labelled (largest) shape.
+        assert b.class_names[int(labels[i])] in s["caption"]
+
+
+def _images(root, names):
+    for n in names:
+        (root / n).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(root / n)
+
+
+def test_jsonl_and_csv(tmp_path):
+    _images(tmp_path, ["img/a.png", "img/b.png"])
+    lines = [
+        {"image": "img/a.png", "caption": "a cat"},
+        {"image": "img/a.png", "captions": ["a small   cat", "cat"]},
+        {"image": "img/b.png", "caption": "a dog"},
+    ]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    (tmp_path / "val.csv").write_text("image,caption,extra\nimg/b.png,a dog,1\nimg/b.png,dog,2\n")
+    b = build_image_text_data(DataConfig(name="captions", root=str(tmp_path), image_size=16))
+    assert len(b.train) == 2 and b.train.entries[0][1] == ["a cat", "a small cat", "cat"]
+    image, cap = b.train[0]
+    assert image.shape == (3, 16, 16) and cap in ("a cat", "a small cat", "cat")
+    assert b.val[0][1:] == (["a dog", "dog"], -1)
+
+
+def test_bad_caption_files(tmp_path):
+    _images(tmp_path, ["a.png"])
+    cfg = DataConfig(name="captions", root=str(tmp_path))
+    (tmp_path / "train.jsonl").write_text('{"image": "../secret.png", "caption": "x"}\n')
+    with pytest.raises(DataError, match=r"train\.jsonl:1.*escapes"):
+        build_image_text_data(cfg)
+    (tmp_path / "train.jsonl").write_text('{"image": "a.png", "caption": ""}\n')
+    with pytest.raises(DataError, match=r"train\.jsonl:1: caption must be a non-empty string"):
+        build_image_text_data(cfg)
+    (tmp_path / "train.jsonl").write_text('{"image": "a.png", "caption": "ok"}\n{oops\n')
+    with pytest.raises(DataError, match=r"train\.jsonl:2: invalid JSON"):
+        build_image_text_data(cfg)
+    (tmp_path / "train.jsonl").write_text('{"image": "a.png", "caption": "ok"}\n')
+    with pytest.raises(DataError, match=r"val\.jsonl nor .*val\.csv exists"):
+        build_image_text_data(cfg)
+    (tmp_path / "val.csv").write_text("path,text\na.png,x\n")
+    with pytest.raises(DataError, match="header with 'image' and 'caption'"):
+        build_image_text_data(cfg)
+    with pytest.raises(ConfigError, match="not an image-text data set"):
+        build_image_text_data(DataConfig(name="imagefolder"))
+    with pytest.raises(ConfigError, match="data.root is required"):
+        build_image_text_data(DataConfig(name="coco_captions"))
+
+
+def test_coco_captions(tmp_path):
+    _images(tmp_path, ["train2017/1.jpg", "val2017/2.jpg"])
+    (tmp_path / "annotations").mkdir()
+    for split, iid in (("train", 1), ("val", 2)):
+        data = {
+            "images": [{"id": iid, "file_name": f"{iid}.jpg"}],
+            "annotations": [
+                {"id": 10, "image_id": iid, "caption": "A man riding a horse."},
+                {"id": 11, "image_id": iid, "caption": "Someone on a horse"},
+            ],
+        }
+        (tmp_path / "annotations" / f"captions_{split}2017.json").write_text(json.dumps(data))
+    b = build_image_text_data(DataConfig(name="coco_captions", root=str(tmp_path)))
+    assert b.val[0][1] == ["A man riding a horse.", "Someone on a horse"]
