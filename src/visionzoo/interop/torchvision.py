@@ -110,7 +110,67 @@ SPECS: dict[str, TvSpec] = {
         )
         for d in (50, 101)
     },
+    # Detection: same keys as ours; the predictor's cls_score rows are the classes including
+    # background. torchvision builds a randomly initialised model with trainable BatchNorm2d
+    # (its state dict then has num_batches_tracked) and a pretrained one with frozen BN.
+    "fasterrcnn_resnet50_fpn": TvSpec(
+        "fasterrcnn_resnet50_fpn",
+        head="roi_heads.box_predictor.cls_score.weight",
+        infer=lambda sd: {
+            **(
+                {"norm_layer": "bn", "trainable_layers": 5}
+                if any(k.endswith("num_batches_tracked") for k in sd)
+                else {}
+            ),
+            "representation_size": int(sd["roi_heads.box_head.fc6.weight"].shape[0]),
+        },
+        build_on_meta=True,
+    ),
 }
+
+
+def _fasterrcnn_module_kwargs(ref: nn.Module) -> dict[str, Any]:
+    """The settings of a torchvision FasterRCNN module (they are not in its state dict)."""
+    t, rpn, heads = ref.transform, ref.rpn, ref.roi_heads
+    min_size = tuple(int(s) for s in t.min_size)
+    kwargs: dict[str, Any] = {
+        "min_size": min_size[0] if len(min_size) == 1 else min_size,
+        "max_size": int(t.max_size),
+        "image_mean": tuple(t.image_mean),
+        "image_std": tuple(t.image_std),
+        "size_divisible": int(t.size_divisible),
+        "anchor_sizes": tuple(tuple(s) for s in rpn.anchor_generator.sizes),
+        "aspect_ratios": tuple(tuple(r) for r in rpn.anchor_generator.aspect_ratios),
+        "rpn_pre_nms_top_n_train": int(rpn._pre_nms_top_n["training"]),
+        "rpn_pre_nms_top_n_test": int(rpn._pre_nms_top_n["testing"]),
+        "rpn_post_nms_top_n_train": int(rpn._post_nms_top_n["training"]),
+        "rpn_post_nms_top_n_test": int(rpn._post_nms_top_n["testing"]),
+        "rpn_nms_thresh": float(rpn.nms_thresh),
+        "rpn_fg_iou_thresh": float(rpn.proposal_matcher.high_threshold),
+        "rpn_bg_iou_thresh": float(rpn.proposal_matcher.low_threshold),
+        "rpn_batch_size_per_image": int(rpn.fg_bg_sampler.batch_size_per_image),
+        "rpn_positive_fraction": float(rpn.fg_bg_sampler.positive_fraction),
+        "rpn_score_thresh": float(rpn.score_thresh),
+        "rpn_min_size": float(rpn.min_size),
+        "box_fg_iou_thresh": float(heads.proposal_matcher.high_threshold),
+        "box_bg_iou_thresh": float(heads.proposal_matcher.low_threshold),
+        "box_batch_size_per_image": int(heads.fg_bg_sampler.batch_size_per_image),
+        "box_positive_fraction": float(heads.fg_bg_sampler.positive_fraction),
+        "bbox_reg_weights": tuple(float(w) for w in heads.box_coder.weights),
+        "box_score_thresh": float(heads.score_thresh),
+        "box_nms_thresh": float(heads.nms_thresh),
+        "detections_per_img": int(heads.detections_per_img),
+    }
+    # torchvision sets eps = 0 on the frozen BN of its COCO_V1 weights; carry the eps over.
+    for m in ref.backbone.modules():
+        if hasattr(m, "running_var") and hasattr(m, "eps"):
+            kwargs["norm_eps"] = float(m.eps)
+            break
+    return kwargs
+
+
+# Settings read off a reference module (not its state dict), by architecture name.
+_MODULE_KWARGS = {"fasterrcnn_resnet50_fpn": _fasterrcnn_module_kwargs}
 
 
 def supported_models() -> list[str]:
@@ -138,6 +198,8 @@ def from_torchvision(
         # torchvision's GoogLeNet may re-normalise its input; carry that flag over.
         if hasattr(reference, "transform_input"):
             kwargs.setdefault("transform_input", bool(reference.transform_input))
+        if name in _MODULE_KWARGS:
+            kwargs = {**_MODULE_KWARGS[name](reference), **kwargs}
     else:
         state_dict = dict(model_or_state_dict)
     return load_converted("torchvision", name, spec, state_dict, kwargs)

@@ -2,6 +2,7 @@
 
 from . import (
     classification,  # noqa: F401
+    detection,  # noqa: F401
     segmentation,  # noqa: F401
 )
 from .outputs import AuxOutput
