@@ -26,6 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--topk", type=int, default=5, help="classes to report per image (classification)"
     )
+    p.add_argument(
+        "--classes",
+        default=None,
+        metavar="A,B,C",
+        help="CLIP checkpoints: zero-shot labels among these comma-separated class names "
+        "(default: the classes it was trained with)",
+    )
     p.add_argument("--out", default="predictions", help="folder for the annotated PNGs")
     p.add_argument("--no-render", action="store_true", help="only print JSON")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -75,12 +82,22 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.checkpoint import load_model
     from ..engine.config import config_from_dict
     from ..engine.trainer import resolve_device
+    from ..errors import ConfigError
     from ..tasks import get_task
     from ._run import checkpoint_path
 
     path = checkpoint_path(args.checkpoint)
     model = load_model(path).to(resolve_device(args.device)).eval()
     task = get_task(config_from_dict(model.visionzoo_config))
+    predict_kw: dict = {"topk": args.topk}
+    if args.classes is not None:
+        names = [c.strip() for c in args.classes.split(",") if c.strip()]
+        if task.name != "image-text" or not names:
+            raise ConfigError(
+                "--classes takes comma-separated class names and applies to image-text (CLIP) "
+                f"checkpoints; this one is a {task.name} model"
+            )
+        predict_kw["class_names"] = names
     files = collect_images(args.inputs)
     out_dir = Path(args.out)
     # Files of the same name in different folders must not overwrite each other's PNGs.
@@ -91,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         chunk = files[start : start + BATCH]
         images = [load_image(f) for f in chunk]
         with torch.no_grad():
-            preds = task.predict(model, images, topk=args.topk)
+            preds = task.predict(model, images, **predict_kw)
         for f, image, pred in zip(chunk, images, preds, strict=True):
             # Keys starting with "_" hold arrays, not JSON: a segmentation "_mask" is written
             # as a palette PNG of class indices (open it with PIL: np.asarray gives classes).

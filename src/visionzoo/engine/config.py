@@ -63,6 +63,12 @@ class DataConfig:
     skip_bad: bool = False
     # detection: boxes of zero/negative size, outside the image or with labels out of range
     bad_boxes: str = "drop"  # drop (and count) | raise
+    # image-text: a tokenizer file (saved by a run, or CLIP's bpe_simple_vocab_16e6.txt.gz);
+    # None trains one of vocab_size entries on the training captions. context_length: tokens
+    # per caption (start and end included).
+    tokenizer: str | None = None
+    vocab_size: int = 1000
+    context_length: int = 32
     # Train-time augmentation: none | light (crop + flip) | trivialaugment | randaugment
     augment: str = "light"
     hflip: bool = True

@@ -199,8 +199,12 @@ class Trainer:
         self.run_dir = Path(dist_utils.broadcast_object(str(self.run_dir), self.dist))
         _seed_everything(t.seed + self.dist.rank, t.deterministic)
 
-        # Task, data and model.
+        # Task, data and model. A resumed task gets its saved state (e.g. the tokenizer its
+        # model was built for) before it builds the data, so nothing is re-derived differently.
         self.task = get_task(cfg)
+        task_state = (self._resume_state or {}).get("task_state")
+        if task_state and hasattr(self.task, "load_state_dict"):
+            self.task.load_state_dict(task_state)
         self.bundle = self.task.build_data()
         if len(self.bundle.train) == 0:
             raise VisionZooError(f"the training set of data.name={cfg.data.name} is empty")
@@ -358,6 +362,8 @@ class Trainer:
         if self.is_main:
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
+            if hasattr(self.task, "save_artifacts"):
+                self.task.save_artifacts(self.run_dir)  # e.g. the run's tokenizer.json
             logger = MetricsLogger(
                 self.run_dir,
                 tensorboard=t.tensorboard,
@@ -391,6 +397,9 @@ class Trainer:
         accum = t.accum_steps
         max_steps = self._max_steps()
         self._images_seen = 0
+        if hasattr(self.model, "multi_stage_fit"):  # e.g. R-CNN: trained in stages, not by SGD
+            self._multi_stage_fit(logger)
+            return
         progress = None
         if self.is_main and t.progress:
             from tqdm.auto import tqdm
@@ -536,6 +545,20 @@ class Trainer:
         finally:
             if progress is not None:
                 progress.close()
+
+    def _multi_stage_fit(self, logger: MetricsLogger | None) -> None:
+        """A model with its own multi-stage training (``multi_stage_fit(bundle, cfg, run_dir)``,
+        e.g. R-CNN's fine-tuning, SVMs and box regressors) trains itself; the trainer then
+        evaluates, logs and checkpoints it like any run."""
+        self.model.multi_stage_fit(self.bundle, self.cfg, self.run_dir)
+        self.epoch, self.batch_in_epoch, self.step = self.cfg.trainer.epochs, 0, self._max_steps()
+        metrics = self.validate()
+        if self.is_main:
+            if logger is not None:
+                logger.log({"step": self.step, "epoch": self.epoch, **metrics})
+            self._update_best(metrics)
+            self.save("last.pt")
+            self.save("best.pt")
 
     def _update_best(self, metrics: dict[str, float]) -> bool:
         key, mode = self.task.monitor, self.task.monitor_mode

@@ -3,6 +3,7 @@
 from . import (
     classification,  # noqa: F401
     detection,  # noqa: F401
+    multimodal,  # noqa: F401
     segmentation,  # noqa: F401
 )
 from .outputs import AuxOutput

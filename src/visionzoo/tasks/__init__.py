@@ -13,6 +13,7 @@ from .base import Task
 _TASKS: dict[str, str] = {
     "classification": "visionzoo.tasks.classification:ClassificationTask",
     "detection": "visionzoo.tasks.detection:DetectionTask",
+    "image-text": "visionzoo.tasks.image_text:ImageTextTask",
     "segmentation": "visionzoo.tasks.segmentation:SegmentationTask",
 }
 

@@ -69,6 +69,7 @@ __all__ = [
     "Teacher",
     "check_distill_config",
     "load_teacher",
+    "render_topk",
     "resolve_teacher_path",
 ]
 
@@ -446,44 +447,63 @@ class ClassificationTask:
         ]
 
     def render(self, image: Image.Image, prediction: dict[str, Any]) -> Image.Image:
-        """The image (tiny ones scaled up by an integer factor, nearest-neighbour, to a short
-        side of at least 256 px) above a band listing the top-k labels with bars for their
-        probabilities."""
-        img = image.convert("RGB")
+        """See :func:`render_topk`."""
+        return render_topk(image, prediction)
+
+
+def render_topk(image: Image.Image, prediction: dict[str, Any]) -> Image.Image:
+    """The image (tiny ones scaled up by an integer factor, nearest-neighbour, to a short
+    side of at least 256 px) above a band listing the top-k labels with bars for their
+    probabilities."""
+    img = image.convert("RGB")
+    w, h = img.size
+    if min(w, h) < _RENDER_MIN_SIDE:
+        # Integer factor: every source pixel becomes an equal square block.
+        s = math.ceil(_RENDER_MIN_SIDE / max(1, min(w, h)))
+        img = img.resize((w * s, h * s), Image.Resampling.NEAREST)
         w, h = img.size
-        if min(w, h) < _RENDER_MIN_SIDE:
-            # Integer factor: every source pixel becomes an equal square block.
-            s = math.ceil(_RENDER_MIN_SIDE / max(1, min(w, h)))
-            img = img.resize((w * s, h * s), Image.Resampling.NEAREST)
-            w, h = img.size
 
-        entries = prediction.get("topk", [])
-        lines = [
-            f"{r + 1}. {e.get('label', e.get('index', '?'))}  {100 * float(e.get('prob', 0)):.1f}%"
-            for r, e in enumerate(entries)
-        ] or ["(no prediction)"]
-        probs = [float(e.get("prob", 0.0)) for e in entries] or [0.0]
+    entries = prediction.get("topk", [])
+    lines = [
+        f"{r + 1}. {e.get('label', e.get('index', '?'))}  {100 * float(e.get('prob', 0)):.1f}%"
+        for r, e in enumerate(entries)
+    ]
+    probs = [float(e.get("prob", 0.0)) for e in entries]
+    if prediction.get("caption"):  # a generated caption, wrapped to the image's width
+        words, line = str(prediction["caption"]).split(), ""
+        wrapped = []
+        for word in words:
+            if line and len(line) + 1 + len(word) > max(12, w // 9):
+                wrapped.append(line)
+                line = word
+            else:
+                line = f"{line} {word}".strip()
+        wrapped.append(line)
+        lines = wrapped + lines
+        probs = [0.0] * len(wrapped) + probs
+    if not lines:
+        lines, probs = ["(no prediction)"], [0.0]
 
-        font_size = max(14, round(w / 28))
-        try:
-            font = ImageFont.load_default(size=font_size)
-        except (TypeError, ValueError, OSError):  # Pillow built without FreeType
-            font = ImageFont.load_default()
-        measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-        boxes = [measure.textbbox((0, 0), line, font=font) for line in lines]
-        pad = max(4, font_size // 3)
-        line_h = max(b[3] for b in boxes) + pad
-        text_w = max(b[2] for b in boxes) + 2 * pad
+    font_size = max(14, round(w / 28))
+    try:
+        font = ImageFont.load_default(size=font_size)
+    except (TypeError, ValueError, OSError):  # Pillow built without FreeType
+        font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes = [measure.textbbox((0, 0), line, font=font) for line in lines]
+    pad = max(4, font_size // 3)
+    line_h = max(b[3] for b in boxes) + pad
+    text_w = max(b[2] for b in boxes) + 2 * pad
 
-        canvas_w = max(w, text_w)
-        band_h = len(lines) * line_h + pad
-        out = Image.new("RGB", (canvas_w, h + band_h), (24, 24, 24))
-        out.paste(img, ((canvas_w - w) // 2, 0))
-        draw = ImageDraw.Draw(out)
-        for r, (line, p) in enumerate(zip(lines, probs, strict=True)):
-            top = h + pad // 2 + r * line_h
-            bar = round(min(max(p, 0.0), 1.0) * canvas_w)
-            if bar > 0:
-                draw.rectangle((0, top, bar - 1, top + line_h - 2), fill=(46, 92, 160))
-            draw.text((pad, top + pad // 2), line, fill=(255, 255, 255), font=font)
-        return out
+    canvas_w = max(w, text_w)
+    band_h = len(lines) * line_h + pad
+    out = Image.new("RGB", (canvas_w, h + band_h), (24, 24, 24))
+    out.paste(img, ((canvas_w - w) // 2, 0))
+    draw = ImageDraw.Draw(out)
+    for r, (line, p) in enumerate(zip(lines, probs, strict=True)):
+        top = h + pad // 2 + r * line_h
+        bar = round(min(max(p, 0.0), 1.0) * canvas_w)
+        if bar > 0:
+            draw.rectangle((0, top, bar - 1, top + line_h - 2), fill=(46, 92, 160))
+        draw.text((pad, top + pad // 2), line, fill=(255, 255, 255), font=font)
+    return out
