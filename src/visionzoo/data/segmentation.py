@@ -16,9 +16,11 @@ name           source
 Joint transforms (torchvision.transforms.v2 with ``tv_tensors.Mask``, so every geometric
 operation moves the mask with the image and masks are resampled nearest-neighbour):
 
-- train, ``data.augment=light`` (default): ``RandomResizedCrop(S, scale)`` then
+- train, ``data.augment=light`` (default): ``RandomResizedCrop(S, scale, ratio)`` then
   ``RandomHorizontalFlip`` when ``data.hflip``; ``scale`` is (0.5, 1) for files and (0.7, 1)
-  for ``shapes`` (whose shapes are small: a 35 % crop can leave little but background).
+  for ``shapes`` (whose shapes are small: a 35 % crop can leave little but background), and
+  ``shapes`` crops are square (an aspect change turns a circle into an ellipse, a square into a
+  rectangle: another class, or none, under an unchanged mask).
 - train, ``data.augment=none``, and validation: ``Resize((S, S))``. Metrics are computed at
   this network resolution; ``predict`` upsamples its logits back to each image's own size.
 - ``trivialaugment`` / ``randaugment`` are refused: their geometric operations move the image
@@ -92,7 +94,9 @@ def _size(cfg: DataConfig) -> int:
 
 
 def segmentation_train_transform(
-    cfg: DataConfig, crop_scale: tuple[float, float] = FILE_CROP_SCALE
+    cfg: DataConfig,
+    crop_scale: tuple[float, float] = FILE_CROP_SCALE,
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> JointTransform:
     """The train-time joint pipeline (module docstring)."""
     size = _size(cfg)
@@ -104,7 +108,9 @@ def segmentation_train_transform(
         )
     if cfg.augment == "none":
         return JointTransform([v2.Resize((size, size), antialias=True)])
-    ops: list[nn.Module] = [v2.RandomResizedCrop(size, scale=tuple(crop_scale), antialias=True)]
+    ops: list[nn.Module] = [
+        v2.RandomResizedCrop(size, scale=tuple(crop_scale), ratio=tuple(crop_ratio), antialias=True)
+    ]
     if cfg.hflip:
         ops.append(v2.RandomHorizontalFlip())
     return JointTransform(ops)
@@ -146,7 +152,9 @@ def build_segmentation_data(cfg: DataConfig, ignore_index: int | None = 255) -> 
     if name == "shapes":
         from .shapes import ShapesDataset
 
-        train_tf = segmentation_train_transform(cfg, BUILTIN_CROP_SCALE)
+        # Square crops only: stretching turns a circle into an ellipse and a square into a
+        # rectangle, i.e. into another class (or none) while the mask keeps the old label.
+        train_tf = segmentation_train_transform(cfg, BUILTIN_CROP_SCALE, (1.0, 1.0))
         common: dict[str, Any] = dict(
             image_size=cfg.image_size, num_classes=cfg.num_classes, seed=cfg.seed
         )
