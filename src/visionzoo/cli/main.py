@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import VisionZooError
 
 # Command modules, in the order `visionzoo --help` lists them.
-COMMANDS = ("train", "eval", "predict", "explain", "models", "summary", "compare")
+COMMANDS = ("train", "eval", "predict", "explain", "models", "summary", "compare", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

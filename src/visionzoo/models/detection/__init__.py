@@ -6,8 +6,7 @@ transform.py (normalise / resize / pad), backbones.py (VGG-16, ResNet-50-C4, Res
 MobileNet v2 + FPN, FrozenBatchNorm2d), faster_rcnn.py (the model and its builders).
 """
 
-from . import faster_rcnn  # noqa: F401  (registers the builders)
-from . import fast_rcnn, rcnn  # noqa: F401  (registers fast_rcnn_*, rcnn_*)
+from . import fast_rcnn, faster_rcnn, rcnn  # noqa: F401  (registers the builders)
 from .anchors import AnchorGenerator
 from .backbones import FeaturePyramidNetwork, FrozenBatchNorm2d, freeze_batchnorm
 from .box_coder import BalancedPositiveNegativeSampler, BoxCoder, Matcher
