@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..data.bundle import DataBundle
+from ..data.shapes import COLOURS
 from ..data.transforms import normalize
 from ..engine.config import RunConfig
 from ..errors import ConfigError, DataError
@@ -49,8 +50,10 @@ from .classification import render_topk
 __all__ = ["ImageTextTask", "SHAPES_TEMPLATES"]
 
 # Prompts for zero-shot classification of the largest shape: the label is the class of the
-# largest shape, and captions name it first ("a large red circle ..."), hence "a large {}".
-SHAPES_TEMPLATES = ("a large {}", "a {}")
+# largest shape, and captions name it first ("a large red circle ..."). Every caption names a
+# colour, so a colourless prompt is unlike anything the text tower saw: the prompts are an
+# ensemble over the generator's colours (CLIP §3.1.4), averaged and re-normalised per class.
+SHAPES_TEMPLATES = tuple(f"a large {colour} {{}}" for colour in COLOURS)
 _RECALL_KS = (1, 5, 10)
 _FAMILIES = ("clip", "blip")
 
