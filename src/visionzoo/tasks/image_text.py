@@ -214,9 +214,7 @@ class ImageTextTask:
                 target = torch.arange(sim.shape[0], device=sim.device)
                 acc = (sim.argmax(dim=1) == target).float().mean()
             return {"loss": loss, "acc_i2t": acc, "logit_scale": scale.detach()}
-        losses = model(
-            x, tb.input_ids.to(x.device), attention_mask=tb.attention_mask.to(x.device)
-        )
+        losses = model(x, tb.input_ids.to(x.device), attention_mask=tb.attention_mask.to(x.device))
         parts = {k: v for k, v in losses.items() if k.startswith("loss_")}
         if not parts:
             raise ConfigError(f"model {self.cfg.model.name!r} returned no losses in training")
@@ -321,7 +319,9 @@ class ImageTextTask:
             return []
         from ..data.transforms import eval_transform
 
-        tf = self.bundle.eval_transform if self.bundle is not None else eval_transform(self.cfg.data)
+        tf = (
+            self.bundle.eval_transform if self.bundle is not None else eval_transform(self.cfg.data)
+        )
         device = model_device(model)
         net = unwrap(model)
         was_training = model.training
