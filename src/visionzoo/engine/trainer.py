@@ -618,7 +618,7 @@ class Trainer:
         lines += [f"- {k}: {v:.4f}" for k, v in self.last_metrics.items()]
         report = self.task.report() if hasattr(self.task, "report") else ""
         if report:
-            lines += ["", "## Per class (last evaluation)", "", report]
+            lines += ["", "## Last evaluation in detail", "", report]
         if plots:
             lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
         lines += ["", 'Rebuild the model with `visionzoo.load("checkpoints/best.pt")`.']
