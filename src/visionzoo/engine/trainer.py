@@ -361,6 +361,10 @@ class Trainer:
         logger = None
         if self.is_main:
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            # A process killed while writing a checkpoint (SIGKILL, power loss) leaves its
+            # temporary file behind; the checkpoint it was replacing is intact. Clear them.
+            for stale in (self.run_dir / "checkpoints").glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
             if hasattr(self.task, "save_artifacts"):
                 self.task.save_artifacts(self.run_dir)  # e.g. the run's tokenizer.json
