@@ -56,3 +56,20 @@ def test_bad_config():
         build_segmentation_data(DataConfig(name="segfolder"))
     with pytest.raises(ConfigError, match="21 classes"):
         build_segmentation_data(DataConfig(name="voc", root="/x", num_classes=5))
+
+
+def test_shapes_crops_are_square_files_crops_are_not():
+    # A stretched circle is an ellipse: shapes crops keep the aspect ratio, files' may change it.
+    from torchvision.transforms import v2
+
+    def crop_ratio(bundle):
+        (crop,) = [
+            t for t in bundle.train.transform.ops.transforms if isinstance(t, v2.RandomResizedCrop)
+        ]
+        return tuple(crop.ratio)
+
+    cfg = DataConfig(name="shapes", image_size=32, train_size=4, val_size=2, augment="light")
+    assert crop_ratio(build_segmentation_data(cfg)) == (1.0, 1.0)
+    tf = segmentation_train_transform(DataConfig(image_size=32, augment="light"))
+    (crop,) = [t for t in tf.ops.transforms if isinstance(t, v2.RandomResizedCrop)]
+    assert tuple(crop.ratio) == (3 / 4, 4 / 3)

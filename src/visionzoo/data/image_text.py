@@ -80,7 +80,7 @@ def build_image_text_data(cfg: DataConfig) -> DataBundle:
         ConfigError: unknown ``data.name`` (with did-you-mean) or ``data.root`` missing.
         DataError: files missing, unreadable or inconsistent (naming the path).
     """
-    from .classification import _check_stats
+    from .classification import _check_positive, _check_stats
 
     name = cfg.name
     if name not in IMAGE_TEXT_DATASETS:
@@ -92,10 +92,8 @@ def build_image_text_data(cfg: DataConfig) -> DataBundle:
     mean, std = _check_stats(cfg)
     val_tf = eval_transform(cfg)
     if name == "shapes":
-        for key in ("train_size", "val_size"):
-            v = getattr(cfg, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"data.{key} must be a positive integer, got {v!r}")
+        _check_positive(cfg, "train_size")
+        _check_positive(cfg, "val_size")
         kw: dict[str, Any] = dict(
             image_size=cfg.image_size, num_classes=cfg.num_classes, seed=cfg.seed
         )

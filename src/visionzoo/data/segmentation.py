@@ -35,15 +35,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
-from PIL import Image
 from torch import Tensor, nn
 from torchvision import tv_tensors
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 from ..errors import ConfigError, did_you_mean
 from .bundle import DataBundle
-from .images import to_rgb
+from .transforms import ToUint8RGB
 
 if TYPE_CHECKING:
     from ..engine.config import DataConfig
@@ -70,12 +68,11 @@ class JointTransform(nn.Module):
 
     def __init__(self, ops: list[nn.Module]) -> None:
         super().__init__()
+        self.to_uint8 = ToUint8RGB()  # PIL image (any mode) or uint8 tensor -> uint8 [3, H, W]
         self.ops = v2.Compose(ops)
 
     def forward(self, image: Any, mask: Any = None) -> Any:
-        if isinstance(image, Image.Image):
-            image = TF.pil_to_tensor(to_rgb(image))
-        img = tv_tensors.Image(image)
+        img = tv_tensors.Image(self.to_uint8(image))
         if mask is None:
             return self.ops(img).as_subclass(Tensor)
         m = tv_tensors.Mask(torch.as_tensor(mask))
@@ -122,13 +119,6 @@ def segmentation_eval_transform(cfg: DataConfig) -> JointTransform:
     return JointTransform([v2.Resize((size, size), antialias=True)])
 
 
-def _positive(cfg: DataConfig, key: str) -> int:
-    v = getattr(cfg, key)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise ConfigError(f"data.{key} must be a positive integer, got {v!r}")
-    return v
-
-
 def build_segmentation_data(cfg: DataConfig, ignore_index: int | None = 255) -> DataBundle:
     """Datasets, joint transforms and class names for ``cfg.name`` (module docstring).
 
@@ -137,7 +127,7 @@ def build_segmentation_data(cfg: DataConfig, ignore_index: int | None = 255) -> 
             ``data.augment`` / ``data.image_size``, or a class count the data contradicts.
         DataError: files missing, unreadable or inconsistent (naming the path).
     """
-    from .classification import _check_stats
+    from .classification import _check_positive, _check_stats
 
     name = cfg.name
     if name not in SEGMENTATION_DATASETS:
@@ -159,10 +149,14 @@ def build_segmentation_data(cfg: DataConfig, ignore_index: int | None = 255) -> 
             image_size=cfg.image_size, num_classes=cfg.num_classes, seed=cfg.seed
         )
         train = ShapesDataset(
-            "train", _positive(cfg, "train_size"), task="segmentation", transform=train_tf, **common
+            "train",
+            _check_positive(cfg, "train_size"),
+            task="segmentation",
+            transform=train_tf,
+            **common,
         )
         val = ShapesDataset(
-            "val", _positive(cfg, "val_size"), task="segmentation", transform=val_tf, **common
+            "val", _check_positive(cfg, "val_size"), task="segmentation", transform=val_tf, **common
         )
         class_names = ["background", *train.classes]
     else:

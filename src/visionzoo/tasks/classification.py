@@ -71,6 +71,7 @@ __all__ = [
     "load_teacher",
     "render_topk",
     "resolve_teacher_path",
+    "upscale_for_display",
 ]
 
 # render(): tiny inputs (8x8 digits, 32x32 CIFAR) are blown up to at least this short side.
@@ -451,17 +452,23 @@ class ClassificationTask:
         return render_topk(image, prediction)
 
 
+def upscale_for_display(img: Image.Image, min_side: int = _RENDER_MIN_SIDE) -> Image.Image:
+    """``img`` scaled up by an integer factor (nearest-neighbour) until its short side is at
+    least ``min_side``: every source pixel becomes an equal square block. Larger images are
+    returned as they are."""
+    w, h = img.size
+    if min(w, h) >= min_side:
+        return img
+    s = math.ceil(min_side / max(1, min(w, h)))
+    return img.resize((w * s, h * s), Image.Resampling.NEAREST)
+
+
 def render_topk(image: Image.Image, prediction: dict[str, Any]) -> Image.Image:
     """The image (tiny ones scaled up by an integer factor, nearest-neighbour, to a short
     side of at least 256 px) above a band listing the top-k labels with bars for their
     probabilities."""
-    img = image.convert("RGB")
+    img = upscale_for_display(image.convert("RGB"))
     w, h = img.size
-    if min(w, h) < _RENDER_MIN_SIDE:
-        # Integer factor: every source pixel becomes an equal square block.
-        s = math.ceil(_RENDER_MIN_SIDE / max(1, min(w, h)))
-        img = img.resize((w * s, h * s), Image.Resampling.NEAREST)
-        w, h = img.size
 
     entries = prediction.get("topk", [])
     lines = [

@@ -153,11 +153,9 @@ class ImageTextTask:
         from ..data.image_text import build_image_text_data
 
         self.bundle = build_image_text_data(self.cfg.data)
-        if self.tokenizer is None:
-            if self.cfg.data.tokenizer:
-                self.tokenizer = self._load_tokenizer_file(self.cfg.data.tokenizer)
-            else:
-                self.tokenizer = self._train_tokenizer(self.bundle)
+        if self.tokenizer is None and not self.cfg.data.tokenizer:
+            self.tokenizer = self._train_tokenizer(self.bundle)
+        self._tokenizer_for()  # loads data.tokenizer, if that is how it comes
         return self.bundle
 
     def model_kwargs(self, bundle: DataBundle) -> dict[str, Any]:
@@ -194,16 +192,16 @@ class ImageTextTask:
             return tuple(self.bundle.mean), tuple(self.bundle.std)
         return tuple(self.cfg.data.mean), tuple(self.cfg.data.std)
 
-    def _tokens(self, texts: Sequence[str], device: torch.device) -> Any:
-        tok = self._tokenizer_for()
-        return tok.batch(list(texts), self.cfg.data.context_length)
+    def _tokens(self, texts: Sequence[str], model: nn.Module | None = None) -> Any:
+        """Token ids and attention mask ``[N, data.context_length]`` of ``texts``."""
+        return self._tokenizer_for(model).batch(list(texts), self.cfg.data.context_length)
 
     # -- training -------------------------------------------------------------------------
 
     def training_step(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
         images, captions = batch[0], batch[1]
         x = normalize(images, *self._normalization())
-        tb = self._tokens(captions, x.device)
+        tb = self._tokens(captions)
         if self.family == "clip":
             from ..losses.contrastive import clip_loss
 
@@ -226,11 +224,10 @@ class ImageTextTask:
     def _classifier_for(self, model: nn.Module, class_names: Sequence[str]) -> Tensor:
         from ..models.multimodal.clip import zero_shot_classifier
 
-        tok = self._tokenizer_for(model)
         templates = SHAPES_TEMPLATES if self.cfg.data.name == "shapes" else ("a photo of a {}.",)
 
         def tokenize(texts: list[str]) -> Tensor:
-            return tok.batch(texts, self.cfg.data.context_length).input_ids
+            return self._tokens(texts, model).input_ids
 
         return zero_shot_classifier(unwrap(model), tokenize, list(class_names), templates)
 
@@ -240,7 +237,6 @@ class ImageTextTask:
 
         device = model_device(model)
         net = unwrap(model)
-        tok = self._tokenizer_for(model)
         image_feats, text_feats, owners, labels = [], [], [], []
         references: list[list[str]] = []
         captions_pred: list[str] = []
@@ -249,13 +245,11 @@ class ImageTextTask:
             batch = to_device(batch, device)
             images, refs, lab = batch[0], batch[1], batch[2]
             x = normalize(images, *self._normalization())
-            flat = [c for r in refs for c in r]
-            tb = tok.batch(flat, self.cfg.data.context_length)
+            tb = self._tokens([c for r in refs for c in r], model)
+            image_feats.append(net.encode_image(x, normalize=True).float())
             if self.family == "clip":
-                image_feats.append(net.encode_image(x, normalize=True).float())
                 text_feats.append(net.encode_text(tb.input_ids.to(device), normalize=True).float())
             else:
-                image_feats.append(net.encode_image(x, normalize=True).float())
                 text_feats.append(
                     net.encode_text(
                         tb.input_ids.to(device),

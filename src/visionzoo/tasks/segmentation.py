@@ -26,7 +26,6 @@ present in the prediction or the ground truth), ``val/mDice``, ``val/pixel_acc``
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +45,7 @@ from ..losses.segmentation import segmentation_cross_entropy
 from ..metrics.segmentation import SegmentationMetrics
 from ..models.outputs import AuxOutput
 from .base import model_device, to_device, unwrap
+from .classification import upscale_for_display
 
 __all__ = ["SegmentationTask", "palette", "colorize", "overlay"]
 
@@ -344,10 +344,10 @@ class SegmentationTask:
         if len(images) == 0:
             return []
         masks = self.predict_masks(model, images)
+        k = self._num_classes(model)
+        names = self.class_names(model, k)
         out = []
         for mask in masks:
-            k = self._num_classes(model)
-            names = self.class_names(model, k)
             counts = np.bincount(mask.ravel(), minlength=k)
             total = max(int(mask.size), 1)
             present = [
@@ -370,12 +370,8 @@ class SegmentationTask:
         present with their colours and area fractions. Tiny images are scaled up (nearest)."""
         mask = np.asarray(prediction["_mask"])
         k = int(prediction.get("num_classes", int(mask.max()) + 1))
-        img = overlay(image, mask, k)
+        img = upscale_for_display(overlay(image, mask, k))
         w, h = img.size
-        if min(w, h) < _RENDER_MIN_SIDE:
-            s = math.ceil(_RENDER_MIN_SIDE / max(1, min(w, h)))
-            img = img.resize((w * s, h * s), Image.Resampling.NEAREST)
-            w, h = img.size
         entries = [e for e in prediction.get("classes", [])]
         font_size = max(14, round(w / 28))
         try:
@@ -409,12 +405,11 @@ class SegmentationTask:
         pil = Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
         gt = overlay(pil, mask.cpu().numpy(), k)
         pr = overlay(pil, prediction, k)
-        w, h = pil.size
-        s = max(1, math.ceil(_RENDER_MIN_SIDE / 2 / max(1, min(w, h))))
-        panels = [p.resize((w * s, h * s), Image.Resampling.NEAREST) for p in (pil, gt, pr)]
-        out = Image.new("RGB", (3 * w * s + 2 * 4, h * s), (24, 24, 24))
+        panels = [upscale_for_display(p, _RENDER_MIN_SIDE // 2) for p in (pil, gt, pr)]
+        w, h = panels[0].size
+        out = Image.new("RGB", (3 * w + 2 * 4, h), (24, 24, 24))
         for i, p in enumerate(panels):
-            out.paste(p, (i * (w * s + 4), 0))
+            out.paste(p, (i * (w + 4), 0))
         return out
 
     def write_samples(self, model: nn.Module, dataset: Any, out_dir: Any, n: int) -> list[str]:

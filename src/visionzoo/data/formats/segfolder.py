@@ -49,7 +49,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ...errors import ConfigError, DataError
-from ..images import IMAGE_EXTENSIONS, load_image, verify_image
+from ..images import load_image, verify_image
+from .imagefolder import list_images
+from .voc import VOC_CLASSES as VOC_OBJECT_CLASSES
 
 __all__ = [
     "VOC_CLASSES",
@@ -64,29 +66,8 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
 
-VOC_CLASSES = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
+# Background, then the 20 object classes in the order the detection XML reader uses.
+VOC_CLASSES = ("background", *VOC_OBJECT_CLASSES)
 
 _MAX_LISTED = 5  # offending files / values named in one message
 
@@ -235,16 +216,6 @@ class _MaskPairs(Dataset):
         return img_t.as_subclass(torch.Tensor), mask_t.as_subclass(torch.Tensor)
 
 
-def _list_images(folder: Path) -> list[Path]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                out.append(Path(dirpath) / name)
-    return out
-
-
 def _missing_error(missing: list[tuple[Path, Path]], where: Path) -> DataError:
     shown = "; ".join(f"{img} (expected {m})" for img, m in missing[:_MAX_LISTED])
     more = f" and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
@@ -287,7 +258,7 @@ class SegmentationFolderDataset(_MaskPairs):
                     f"{root_p}/{split}/masks/ (see docs/segmentation.md)"
                 )
         classes = _resolve_classes(root_p, num_classes)
-        images = _list_images(image_dir)
+        images = [Path(f) for f in list_images(image_dir)]
         if not images:
             raise DataError(f"segfolder: {image_dir} holds no images")
         pairs, missing = [], []
