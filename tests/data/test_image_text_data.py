@@ -90,3 +90,36 @@ def test_coco_captions(tmp_path):
         (tmp_path / "annotations" / f"captions_{split}2017.json").write_text(json.dumps(data))
     b = build_image_text_data(DataConfig(name="coco_captions", root=str(tmp_path)))
     assert b.val[0][1] == ["A man riding a horse.", "Someone on a horse"]
+
+
+def test_swap_word_negatives():
+    import re
+
+    from visionzoo.data.image_text import swap_word_negatives
+
+    words = ["circle", "square", "star"]
+    captions = ["a large red circle left of a small blue square", "a starry sky", "a small star"]
+    g = torch.Generator().manual_seed(0)
+    neg = swap_word_negatives(captions, words, 4, g)
+    assert len(neg) == 12
+    for j in range(4):
+        first, second, third = neg[3 * j : 3 * j + 3]
+        # Exactly one class word differs, and it became another class word.
+        a, b = captions[0].split(), first.split()
+        diff = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
+        assert len(diff) == 1 and diff[0][0] in words and diff[0][1] in words
+        # "starry" is not the word "star": nothing to swap, so a class word is appended.
+        assert second.startswith("a starry sky ") and second.split()[-1] in words
+        assert re.fullmatch(r"a small (circle|square)", third)
+    # Deterministic for a generator state.
+    again = swap_word_negatives(captions, words, 4, torch.Generator().manual_seed(0))
+    assert again == neg
+    with pytest.raises(ConfigError, match="at least two class names"):
+        swap_word_negatives(captions, ["circle"], 1, g)
+    # which="first": always the first class word.
+    first = swap_word_negatives(captions[:1], words, 5, g, which="first")
+    assert all(
+        re.fullmatch(r"a large red (square|star) left of a small blue square", c) for c in first
+    )
+    with pytest.raises(ConfigError, match="'any' or 'first', got 'last'"):
+        swap_word_negatives(captions, words, 1, g, which="last")

@@ -133,3 +133,27 @@ def clip_loss_rows(images, texts, scale, start, n):
     li = scale * images[start : start + n] @ texts.t()
     lt = scale * texts[start : start + n] @ images.t()
     return (F.cross_entropy(li, labels) + F.cross_entropy(lt, labels)) / 2
+
+
+def test_hard_negative_texts_extend_image_to_text_only():
+    images, texts = features(5)
+    negatives = F.normalize(torch.randn(7, 8, generator=torch.Generator().manual_seed(3)), dim=-1)
+    scale = 6.0
+    got = clip_loss(images, texts, scale, negative_text_features=negatives)
+    # Written out: image i against its text, every other text and every negative; text j
+    # against the images only.
+    total = 0.0
+    for i in range(5):
+        row = [scale * float(images[i] @ t) for t in torch.cat([texts, negatives])]
+        total += -(row[i] - math.log(sum(math.exp(v) for v in row)))
+        col = [scale * float(texts[i] @ im) for im in images]
+        total += -(col[i] - math.log(sum(math.exp(v) for v in col)))
+    assert abs(got.item() - total / 10) < 1e-5
+    # An empty set of negatives is the paper's loss; negatives only raise the loss.
+    assert torch.allclose(
+        clip_loss(images, texts, scale, negative_text_features=negatives[:0]),
+        clip_loss(images, texts, scale),
+    )
+    assert got > clip_loss(images, texts, scale)
+    with pytest.raises(VisionZooError, match=r"negative_text_features must be Tensor\[m, E\]"):
+        clip_loss(images, texts, scale, negative_text_features=torch.zeros(3, 4))

@@ -95,3 +95,42 @@ def test_blip_step_and_eval_with_captions():
     assert task.report().startswith("| generated | reference |")
     (pred,) = task.predict(model, [Image.new("RGB", (32, 32))])
     assert isinstance(pred["caption"], str)
+
+
+def test_clip_text_negatives_switch():
+    import pytest
+
+    from visionzoo.data.image_text import swap_word_negatives
+    from visionzoo.data.transforms import normalize
+    from visionzoo.errors import ConfigError
+
+    cfg = _cfg("clip_tiny")
+    cfg.loss.text_negatives = 2
+    task = ImageTextTask(cfg)
+    bundle = task.build_data()
+    model = _clip(task, bundle).train()
+    images, captions = next(iter(DataLoader(bundle.train, 6, collate_fn=bundle.collate_fn)))
+    out = task.training_step(model, (images, captions))
+    # The same negatives, drawn from a generator in the state the task's started in.
+    negs = swap_word_negatives(
+        captions, bundle.class_names, 2, torch.Generator().manual_seed(cfg.trainer.seed)
+    )
+    x = normalize(images, bundle.mean, bundle.std)
+    f_img, f_txt, scale = model(x, task.tokenizer.batch(captions + negs, 16).input_ids)
+    want = clip_loss(f_img, f_txt[:6], scale, negative_text_features=f_txt[6:])
+    assert torch.allclose(out["loss"], want, atol=1e-5)
+    assert out["loss"] > clip_loss(f_img, f_txt[:6], scale)
+
+    for bad in (-1, 1.5, True):
+        cfg = _cfg("clip_tiny")
+        cfg.loss.text_negatives = bad
+        with pytest.raises(ConfigError, match="loss.text_negatives must be an integer >= 0"):
+            ImageTextTask(cfg)
+    cfg = _cfg("blip_tiny")
+    cfg.loss.text_negatives = 1
+    with pytest.raises(ConfigError, match="CLIP loss switch"):
+        ImageTextTask(cfg)
+    cfg = _cfg("clip_tiny")
+    cfg.loss.negatives_swap = "random"
+    with pytest.raises(ConfigError, match="loss.negatives_swap must be 'any' or 'first'"):
+        ImageTextTask(cfg)

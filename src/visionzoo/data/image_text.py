@@ -26,6 +26,8 @@ validation.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -38,7 +40,12 @@ from .transforms import eval_transform, train_transform
 if TYPE_CHECKING:
     from ..engine.config import DataConfig
 
-__all__ = ["IMAGE_TEXT_DATASETS", "build_image_text_data", "collate_image_text"]
+__all__ = [
+    "IMAGE_TEXT_DATASETS",
+    "build_image_text_data",
+    "collate_image_text",
+    "swap_word_negatives",
+]
 
 IMAGE_TEXT_DATASETS = ("shapes", "captions", "coco_captions")
 FILE_CROP_SCALE = (0.8, 1.0)
@@ -62,6 +69,50 @@ class ShapesCaptions(Dataset):
         if self.train:
             return image, caption
         return image, [caption], self.ds.generator.label(self.ds.split, index)
+
+
+def swap_word_negatives(
+    captions: Sequence[str],
+    words: Sequence[str],
+    k: int,
+    generator: torch.Generator,
+    *,
+    which: str = "any",
+) -> list[str]:
+    """``k`` hard negatives per caption (NegCLIP): caption ``i``'s ``j``-th negative is at index
+    ``j * len(captions) + i`` and is the caption with one whole-word occurrence of a ``words``
+    entry replaced by a different entry (drawn at random). ``which`` picks the occurrence:
+    ``"any"`` (drawn at random) or ``"first"`` (the caption's subject in most captions; on
+    ``shapes``, the largest shape). A caption with no
+    such word gets itself back with a random entry appended as its last word, so that every
+    negative still differs from its caption. Deterministic for a given ``generator`` state.
+
+    Raises ConfigError when ``words`` has fewer than two entries (nothing to swap).
+    """
+    if which not in ("any", "first"):
+        raise ConfigError(f"loss.negatives_swap must be 'any' or 'first', got {which!r}")
+    vocab = list(dict.fromkeys(str(w) for w in words))
+    if len(vocab) < 2:
+        raise ConfigError(
+            "loss.text_negatives needs at least two class names to swap between; the data "
+            f"has {len(vocab)}"
+        )
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in vocab) + r")\b")
+    found = [list(pattern.finditer(c)) for c in captions]
+    n = len(captions)
+    picks = torch.randint(0, 1 << 30, (k, n, 2), generator=generator).tolist()
+    out = []
+    for j in range(k):
+        for i, caption in enumerate(captions):
+            a, b = picks[j][i]
+            matches = found[i]
+            if not matches:
+                out.append(f"{caption} {vocab[b % len(vocab)]}")
+                continue
+            m = matches[0] if which == "first" else matches[a % len(matches)]
+            others = [w for w in vocab if w != m.group(0)]
+            out.append(caption[: m.start()] + others[b % len(others)] + caption[m.end() :])
+    return out
 
 
 def collate_image_text(batch: list[tuple]) -> tuple:

@@ -112,6 +112,11 @@ class LossConfig:
     ce_weight: float = 1.0
     dice_weight: float = 0.0
     ignore_index: int = 255
+    # Image-text (CLIP): hard negative captions per caption, each the caption with one of the
+    # data's class names swapped for another (NegCLIP); 0 = the paper's loss.
+    text_negatives: int = 0
+    # ... which class name a negative swaps: any (at random) | first (the caption's subject)
+    negatives_swap: str = "any"
 
 
 @dataclass

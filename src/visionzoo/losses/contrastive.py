@@ -25,7 +25,13 @@ is W times the global mean, and DDP divides by W). The loss *value* a rank sees 
 over its own rows; the mean over ranks is the global loss. Per-rank batch sizes may differ
 (the last batch of an epoch): sizes are exchanged first and the features padded for the gather.
 
-All of this is the paper's; open_clip's default gathers *without* gradient and keeps only the
+**Hard negative texts** (``negative_text_features``; Yuksekgonul et al., "When and why
+vision-language models behave like bags-of-words", arXiv:2210.01936, "NegCLIP"): captions with
+a word swapped are appended as extra columns of the image->text logits. They match no image, so
+the text->image term is unchanged. A batch whose captions already differ in colour and count
+can be solved without the shape words; a negative that differs *only* in a shape word cannot.
+
+All of this (but the hard negatives) is the paper's; open_clip's default gathers *without* gradient and keeps only the
 local slice's gradient, which drops the terms where a rank's features are another rank's
 negatives — we keep them (its ``gather_with_grad=True``). The all-reduce, rather than a
 reduce-scatter, also works with the gloo backend.
@@ -101,6 +107,7 @@ def clip_loss(
     text_features: Tensor,
     logit_scale: Tensor | float,
     *,
+    negative_text_features: Tensor | None = None,
     gather: bool | None = None,
 ) -> Tensor:
     """Symmetric InfoNCE loss of matched pairs (row i of each input is a pair).
@@ -109,6 +116,10 @@ def clip_loss(
         image_features: Tensor[n, E], L2-normalised (``CLIP.forward`` returns them so).
         text_features: Tensor[n, E], L2-normalised.
         logit_scale: the *exponentiated* scale (``CLIP.forward``'s third output).
+        negative_text_features: Tensor[m, E], L2-normalised: hard negative texts (e.g. captions
+            with one word swapped, NegCLIP's recipe) appended to the texts each image is scored
+            against; they match no image, so they only enter the image->text term. Gathered
+            across ranks like the others.
         gather: score against all DDP ranks' features; None (default): whenever a process group
             with more than one rank is initialised.
 
@@ -120,15 +131,27 @@ def clip_loss(
             "clip_loss: image_features and text_features must both be Tensor[n, E] of one "
             f"shape, got {tuple(image_features.shape)} and {tuple(text_features.shape)}"
         )
+    if negative_text_features is not None and (
+        negative_text_features.ndim != 2
+        or negative_text_features.shape[1] != text_features.shape[1]
+    ):
+        raise VisionZooError(
+            "clip_loss: negative_text_features must be Tensor[m, E] with the features' E="
+            f"{text_features.shape[1]}, got {tuple(negative_text_features.shape)}"
+        )
     if gather is None:
         gather = _world()[1] > 1
     if gather:
         (all_images, all_texts), offset = gather_features(image_features, text_features)
+        if negative_text_features is not None:
+            (negative_text_features,), _ = gather_features(negative_text_features)
     else:
         all_images, all_texts, offset = image_features, text_features, 0
     n = image_features.shape[0]
     labels = torch.arange(offset, offset + n, device=image_features.device)  # (n,)
-    logits_per_image = logit_scale * image_features @ all_texts.t()  # (n, N_total)
+    if negative_text_features is not None:  # extra columns after the matched texts
+        all_texts = torch.cat([all_texts, negative_text_features])
+    logits_per_image = logit_scale * image_features @ all_texts.t()  # (n, N_total [+ M])
     logits_per_text = logit_scale * text_features @ all_images.t()  # (n, N_total)
     return (
         F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)

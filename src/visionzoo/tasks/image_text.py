@@ -87,6 +87,19 @@ class ImageTextTask:
             v = getattr(d, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 2:
                 raise ConfigError(f"data.{key} must be an integer >= 2, got {v!r}")
+        k = cfg.loss.text_negatives
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ConfigError(f"loss.text_negatives must be an integer >= 0, got {k!r}")
+        if k and self.family != "clip":
+            raise ConfigError(
+                "loss.text_negatives is a CLIP loss switch; BLIP draws its own hard negatives "
+                "for ITM"
+            )
+        if cfg.loss.negatives_swap not in ("any", "first"):
+            raise ConfigError(
+                f"loss.negatives_swap must be 'any' or 'first', got {cfg.loss.negatives_swap!r}"
+            )
+        self._negatives_rng = torch.Generator().manual_seed(int(cfg.trainer.seed))
         # Zero-shot accuracy picks best.pt when the data has classes (shapes); else the mean
         # retrieval recall (CLIP) or CIDEr (BLIP).
         if d.name == "shapes" and self.family == "clip":
@@ -201,23 +214,42 @@ class ImageTextTask:
     def training_step(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
         images, captions = batch[0], batch[1]
         x = normalize(images, *self._normalization())
-        tb = self._tokens(captions)
         if self.family == "clip":
             from ..losses.contrastive import clip_loss
 
-            image_f, text_f, scale = model(x, tb.input_ids.to(x.device))
-            loss = clip_loss(image_f, text_f, scale)
+            n = len(captions)
+            texts = list(captions)
+            if self.cfg.loss.text_negatives:
+                texts += self._swapped_captions(captions)
+            # One forward over the captions and their negatives (one DDP forward per step).
+            ids = self._tokens(texts).input_ids.to(x.device)
+            image_f, all_text_f, scale = model(x, ids)
+            text_f, negatives = all_text_f[:n], all_text_f[n:]
+            loss = clip_loss(
+                image_f, text_f, scale, negative_text_features=negatives if len(negatives) else None
+            )
             with torch.no_grad():
                 sim = image_f @ text_f.t()
                 target = torch.arange(sim.shape[0], device=sim.device)
                 acc = (sim.argmax(dim=1) == target).float().mean()
             return {"loss": loss, "acc_i2t": acc, "logit_scale": scale.detach()}
+        tb = self._tokens(captions)
         losses = model(x, tb.input_ids.to(x.device), attention_mask=tb.attention_mask.to(x.device))
         parts = {k: v for k, v in losses.items() if k.startswith("loss_")}
         if not parts:
             raise ConfigError(f"model {self.cfg.model.name!r} returned no losses in training")
         total = torch.stack([v for v in parts.values()]).sum()
         return {"loss": total, **{k: v.detach() for k, v in parts.items()}}
+
+    def _swapped_captions(self, captions: Sequence[str]) -> list[str]:
+        """``loss.text_negatives`` hard negatives per caption: a class name swapped (NegCLIP)."""
+        from ..data.image_text import swap_word_negatives
+
+        words = self.bundle.class_names if self.bundle is not None else []
+        loss = self.cfg.loss
+        return swap_word_negatives(
+            captions, words, loss.text_negatives, self._negatives_rng, which=loss.negatives_swap
+        )
 
     # -- evaluation -----------------------------------------------------------------------
 

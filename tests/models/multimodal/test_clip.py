@@ -69,19 +69,25 @@ def tokens(n: int, length: int = 12, eot: int = 49, vocab: int = 40, seed: int =
 
 def test_registry_entries_and_sizes():
     names = vz.list_models(task="image-text")
-    assert {"clip_vit_b_32", "clip_vit_b_16", "clip_rn50", "clip_tiny", "clip_tiny_rn"} <= set(
-        names
-    )
+    assert {
+        "clip_vit_b_32",
+        "clip_vit_b_16",
+        "clip_rn50",
+        "clip_tiny",
+        "clip_tiny_vit",
+        "clip_tiny_rn",
+    } <= set(names)
     for name, count in PUBLISHED_PARAMS.items():
         entry = get_model_entry(name)
         assert (entry.family, entry.paper, entry.model_class) == ("clip", "arXiv:2103.00020", CLIP)
         with torch.device("meta"):
             model = vz.create_model(name)
         assert sum(p.numel() for p in model.parameters()) == count
-    assert get_model_entry("clip_tiny").input_size == (3, 64, 64)
+    assert get_model_entry("clip_tiny").input_size == (3, 32, 32)
+    assert get_model_entry("clip_tiny_vit").input_size == (3, 64, 64)
     # The toys' architecture arguments are defaults, not fixed by the name.
     with torch.device("meta"):
-        narrow = vz.create_model("clip_tiny", vision_width=128)
+        narrow = vz.create_model("clip_tiny_vit", vision_width=128)
         tiny_rn = vz.create_model("clip_tiny_rn")
     assert narrow.visual.width == 128 and narrow.visual.blocks[0].attn.num_heads == 2
     assert isinstance(tiny_rn.visual, ModifiedResNet) and tiny_rn.visual.attnpool.num_heads == 16
@@ -99,7 +105,8 @@ def test_clip_tiny_trains_with_a_trained_tokenizer():
     tok = train_tokenizer(captions * 4, vocab_size=100, style="clip", context_length=32)
     model = vz.create_model("clip_tiny", vocab_size=tok.vocab_size, eot_token_id=tok.eot_token_id)
     assert (model.context_length, model.vocab_size, model.embed_dim) == (32, tok.vocab_size, 128)
-    images = torch.randn(3, 3, 64, 64)
+    assert model.vision_type == "zoo"
+    images = torch.randn(3, 3, 32, 32)
     out = model(images, tok(captions))
     assert isinstance(out, CLIPOutput)
     image_features, text_features, scale = out  # open_clip's order
@@ -260,3 +267,34 @@ def test_builder_and_input_errors():
     )
     with pytest.raises(ModelArgumentError, match="not a multiple of 32"):
         resnet.encode_image(torch.randn(1, 3, 48, 48))
+
+
+def test_zoo_image_tower():
+    """``vision_model``: a zoo classifier whose classifier is the projection to E."""
+    from visionzoo.errors import UnknownModelError
+
+    model = vz.create_model("clip_tiny", embed_dim=24, vocab_size=50, eot_token_id=2)
+    reference = vz.create_model("resnet20", num_classes=24)
+    assert sum(p.numel() for p in model.visual.parameters()) == sum(
+        p.numel() for p in reference.parameters()
+    )
+    # The tower is the zoo model itself: its weights load into it and give the same features.
+    model.visual.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    model.eval(), reference.eval()
+    assert torch.equal(model.encode_image(x), reference(x))
+    # Another classifier with its own switches.
+    other = vz.create_model(
+        "clip_tiny", vision_model="resnet18", vision_model_args={"shortcut": False}
+    )
+    assert other.visual.fc.out_features == 128
+    with pytest.raises(UnknownModelError, match="resnet2O"):
+        vz.create_model("clip_tiny", vision_model="resnet2O")
+    with pytest.raises(ModelArgumentError, match="must be a classifier"):
+        vz.create_model("clip_tiny", vision_model="clip_tiny_rn")
+    with pytest.raises(ModelArgumentError, match="may not set num_classes"):
+        vz.create_model("clip_tiny", vision_model_args={"num_classes": 3})
+    with pytest.raises(ModelArgumentError, match="vision_model must be a zoo model name"):
+        vz.create_model("clip_tiny", vision_model=3)
+    with pytest.raises(ModelArgumentError, match="vision_model_args must be a dict"):
+        vz.create_model("clip_tiny", vision_model_args=[1])

@@ -78,6 +78,7 @@ __all__ = [
     "clip_vit_b_16",
     "clip_rn50",
     "clip_tiny",
+    "clip_tiny_vit",
     "clip_tiny_rn",
 ]
 
@@ -205,6 +206,35 @@ class CLIPVisionTransformer(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args)
 
 
+# --- image tower: any zoo classifier ------------------------------------------------------------
+
+
+def _zoo_image_tower(vision_model: object, args: object, embed_dim: int, model: str) -> nn.Module:
+    """Zoo classifier ``vision_model`` whose classifier outputs the E-dim image feature."""
+    from ...registry import create_model, get_model_entry
+
+    if not isinstance(vision_model, str):
+        raise ModelArgumentError(
+            f"{model}: vision_model must be a zoo model name, got {vision_model!r}"
+        )
+    if args is not None and not isinstance(args, dict):
+        raise ModelArgumentError(
+            f"{model}: vision_model_args must be a dict of builder arguments, got {args!r}"
+        )
+    entry = get_model_entry(vision_model)  # unknown names: UnknownModelError, did-you-mean
+    if entry.task != "classification":
+        raise ModelArgumentError(
+            f"{model}: vision_model={vision_model!r} is a {entry.task} model; the image tower "
+            "must be a classifier (its classifier becomes the projection)"
+        )
+    args = dict(args or {})
+    if "num_classes" in args:
+        raise ModelArgumentError(
+            f"{model}: vision_model_args may not set num_classes: it is embed_dim ({embed_dim})"
+        )
+    return create_model(vision_model, num_classes=embed_dim, **args)
+
+
 # --- the model -----------------------------------------------------------------------------------
 
 
@@ -229,6 +259,12 @@ class CLIP(nn.Module):
         vision_patch_size: P of the ViT (must be None for a ResNet tower).
         vision_heads: attention heads of the ViT / the ResNet's attention pool; default
             D / 64 (ViT) or 32 W / 64 (ResNet), as CLIP.
+        vision_model: instead of the two towers above, any zoo classifier by name (e.g.
+            ``"resnet20"``), built with ``num_classes=E`` so that its classifier is the linear
+            projection into the joint space (the paper's towers end in one too);
+            ``vision_layers``, ``vision_width``, ``vision_patch_size`` and ``vision_heads`` are
+            then unused. Not in the paper: a way to measure other image towers.
+        vision_model_args: keyword arguments for ``vision_model``'s builder (its switches).
         context_length: the text tower's longest token sequence.
         vocab_size: rows of the token embedding (>= the tokenizer's vocabulary size).
         text_width, text_heads, text_layers: the text transformer.
@@ -251,6 +287,8 @@ class CLIP(nn.Module):
         vision_width: int = 768,
         vision_patch_size: int | None = 32,
         vision_heads: int | None = None,
+        vision_model: str | None = None,
+        vision_model_args: dict[str, Any] | None = None,
         context_length: int = 77,
         vocab_size: int = 49408,
         text_width: int = 512,
@@ -276,7 +314,10 @@ class CLIP(nn.Module):
                 f"{name}: init_logit_scale {init_logit_scale} exceeds max_logit_scale "
                 f"{max_logit_scale}"
             )
-        if isinstance(vision_layers, Sequence) and not isinstance(vision_layers, (str, bytes)):
+        if vision_model is not None:
+            self.visual = _zoo_image_tower(vision_model, vision_model_args, embed_dim, name)
+            self.vision_type = "zoo"
+        elif isinstance(vision_layers, Sequence) and not isinstance(vision_layers, (str, bytes)):
             if vision_patch_size is not None:
                 raise ModelArgumentError(
                     f"{name}: a ResNet image tower (vision_layers={tuple(vision_layers)!r}) "
@@ -536,9 +577,27 @@ _TINY_TEXT = {
 
 
 @register_model(
-    task="image-text", family="clip", input_size=(3, 64, 64), paper=_PAPER, model_class=CLIP
+    task="image-text", family="clip", input_size=(3, 32, 32), paper=_PAPER, model_class=CLIP
 )
 def clip_tiny(**kwargs: Any) -> CLIP:
+    """A small CLIP for CPU training on small images (not in the paper): the zoo's ``resnet20``
+    (the ResNet paper's CIFAR network; its classifier is the projection to E) as the image
+    tower, text 4 x 128 / 2 heads over 32 tokens, E 128; 32x32 images.
+
+    Why a CIFAR ResNet and not CLIP's towers: on the built-in ``shapes`` data it is the tower
+    that learns shapes fastest from scratch (docs/vision_language.md, "Choosing the image
+    tower"); ``clip_tiny_vit`` and ``clip_tiny_rn`` are the ViT and modified-ResNet versions.
+    Arguments as :func:`clip_tiny_vit` (pass ``tokenizer.vocab_size`` and
+    ``tokenizer.eot_token_id``); ``vision_model``/``vision_model_args`` pick another tower.
+    """
+    arch = {**_TINY_TEXT, "image_size": 32, "vision_model": "resnet20"}
+    return CLIP(**{**arch, **kwargs})
+
+
+@register_model(
+    task="image-text", family="clip", input_size=(3, 64, 64), paper=_PAPER, model_class=CLIP
+)
+def clip_tiny_vit(**kwargs: Any) -> CLIP:
     """A small CLIP for CPU training on 64x64 images (not in the paper): ViT 4 x 192 / 3 heads
     with 8x8 patches (64 patch tokens), text 4 x 128 / 2 heads over 32 tokens, E 128;
     2,733,697 parameters with the default 512-entry vocabulary.
