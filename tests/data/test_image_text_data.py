@@ -121,5 +121,36 @@ def test_swap_word_negatives():
     assert all(
         re.fullmatch(r"a large red (square|star) left of a small blue square", c) for c in first
     )
+    # k = len(words) - 1 with which="first": every other entry exactly once.
+    both = swap_word_negatives(captions[:1], words, 2, g, which="first")
+    assert sorted(c.split()[3] for c in both) == ["square", "star"]
     with pytest.raises(ConfigError, match="'any' or 'first', got 'last'"):
         swap_word_negatives(captions, words, 1, g, which="last")
+
+
+def test_shapes_subject_captions():
+    from visionzoo.data.shapes import caption_subject
+
+    assert caption_subject("a large red circle left of a small blue square") == (
+        "a large red circle"
+    )
+    assert caption_subject("a large red circle") == "a large red circle"
+    assert caption_subject("an empty background") == "an empty background"
+    full = build_image_text_data(DataConfig(name="shapes", train_size=40, val_size=4))
+    half = build_image_text_data(
+        DataConfig(name="shapes", train_size=40, val_size=4, subject_captions=0.5)
+    )
+    always = build_image_text_data(
+        DataConfig(name="shapes", train_size=40, val_size=4, subject_captions=1.0)
+    )
+    captions = [full.train[i][1] for i in range(40)]
+    mixed = [half.train[i][1] for i in range(40)]
+    assert [always.train[i][1] for i in range(40)] == [caption_subject(c) for c in captions]
+    # Each caption is either the whole one or its subject, and both kinds occur.
+    assert all(m in (c, caption_subject(c)) for m, c in zip(mixed, captions, strict=True))
+    assert 0 < sum(m != c for m, c in zip(mixed, captions, strict=True)) < 40
+    # Validation keeps the whole caption.
+    assert always.val[0][1] == full.val[0][1]
+    for bad in (1.5, -0.1, "half", True):
+        with pytest.raises(ConfigError, match="data.subject_captions must be a number in"):
+            build_image_text_data(DataConfig(name="shapes", subject_captions=bad))

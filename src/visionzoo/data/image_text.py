@@ -7,7 +7,10 @@ name               source
 =================  ===========================================================================
 ``shapes``         built-in scenes with the generator's caption ("a large red circle left of a
                    small blue square"); validation samples also carry the class of the
-                   largest shape, for zero-shot classification over the shape names
+                   largest shape, for zero-shot classification over the shape names. With
+                   ``data.subject_captions=p``, a training caption is, with probability p, its
+                   subject alone ("a large red circle": two captions per image of different
+                   detail, as COCO's five); validation keeps the whole caption
 ``captions``       ``data.root`` with ``{train,val}.jsonl`` or ``.csv`` image-caption files
                    (:mod:`visionzoo.data.formats.captions`)
 ``coco_captions``  COCO captions JSON (``annotations/captions_{train,val}2017.json``) on disk
@@ -30,6 +33,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -52,21 +56,41 @@ FILE_CROP_SCALE = (0.8, 1.0)
 
 
 class ShapesCaptions(Dataset):
-    """Built-in shapes scenes as image-caption pairs (module docstring)."""
+    """Built-in shapes scenes as image-caption pairs (module docstring). ``subject_captions``:
+    the probability that a training sample's caption is its subject alone (the largest shape,
+    "a large red circle") instead of the whole caption, drawn per access."""
 
-    def __init__(self, split: str, size: int, *, train: bool, transform: Any = None, **kw: Any):
+    def __init__(
+        self,
+        split: str,
+        size: int,
+        *,
+        train: bool,
+        transform: Any = None,
+        subject_captions: float = 0.0,
+        seed: int = 0,
+        **kw: Any,
+    ):
         from .shapes import ShapesDataset
 
-        self.ds = ShapesDataset(split, size, task="image-text", transform=transform, **kw)
+        self.ds = ShapesDataset(
+            split, size, task="image-text", transform=transform, seed=seed, **kw
+        )
         self.train = train
         self.classes = self.ds.classes
+        self.subject_captions = float(subject_captions)
+        self._rng = np.random.default_rng([seed, 1])
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, index: int):
+        from .shapes import caption_subject
+
         image, caption = self.ds[index]
         if self.train:
+            if self.subject_captions and self._rng.random() < self.subject_captions:
+                caption = caption_subject(caption)
             return image, caption
         return image, [caption], self.ds.generator.label(self.ds.split, index)
 
@@ -83,7 +107,9 @@ def swap_word_negatives(
     ``j * len(captions) + i`` and is the caption with one whole-word occurrence of a ``words``
     entry replaced by a different entry (drawn at random). ``which`` picks the occurrence:
     ``"any"`` (drawn at random) or ``"first"`` (the caption's subject in most captions; on
-    ``shapes``, the largest shape). A caption with no
+    ``shapes``, the largest shape). The replacements of one caption's negatives are distinct
+    while ``k < len(words)`` (with ``which="first"`` and ``k = len(words) - 1``, every other
+    entry once: the negatives enumerate the alternatives). A caption with no
     such word gets itself back with a random entry appended as its last word, so that every
     negative still differs from its caption. Deterministic for a given ``generator`` state.
 
@@ -100,18 +126,20 @@ def swap_word_negatives(
     pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in vocab) + r")\b")
     found = [list(pattern.finditer(c)) for c in captions]
     n = len(captions)
-    picks = torch.randint(0, 1 << 30, (k, n, 2), generator=generator).tolist()
+    # Per caption: a random occurrence for each negative, and a random order of the other
+    # entries, so that k <= len(words) - 1 negatives of one caption use k distinct entries.
+    picks = torch.randint(0, 1 << 30, (n, k), generator=generator).tolist()
+    orders = torch.rand(n, len(vocab), generator=generator).argsort(dim=1).tolist()
     out = []
     for j in range(k):
         for i, caption in enumerate(captions):
-            a, b = picks[j][i]
             matches = found[i]
             if not matches:
-                out.append(f"{caption} {vocab[b % len(vocab)]}")
+                out.append(f"{caption} {vocab[orders[i][j % len(vocab)]]}")
                 continue
-            m = matches[0] if which == "first" else matches[a % len(matches)]
-            others = [w for w in vocab if w != m.group(0)]
-            out.append(caption[: m.start()] + others[b % len(others)] + caption[m.end() :])
+            m = matches[0] if which == "first" else matches[picks[i][j] % len(matches)]
+            others = [vocab[v] for v in orders[i] if vocab[v] != m.group(0)]
+            out.append(caption[: m.start()] + others[j % len(others)] + caption[m.end() :])
     return out
 
 
@@ -145,10 +173,13 @@ def build_image_text_data(cfg: DataConfig) -> DataBundle:
     if name == "shapes":
         _check_positive(cfg, "train_size")
         _check_positive(cfg, "val_size")
+        p = cfg.subject_captions
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ConfigError(f"data.subject_captions must be a number in [0, 1], got {p!r}")
         kw: dict[str, Any] = dict(
             image_size=cfg.image_size, num_classes=cfg.num_classes, seed=cfg.seed
         )
-        train = ShapesCaptions("train", cfg.train_size, train=True, **kw)
+        train = ShapesCaptions("train", cfg.train_size, train=True, subject_captions=p, **kw)
         val = ShapesCaptions("val", cfg.val_size, train=False, **kw)
         class_names = list(train.classes)
     else:

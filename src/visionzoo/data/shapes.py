@@ -395,6 +395,13 @@ def _caption(shapes: Sequence[Shape], areas: Sequence[int]) -> str:
     return text
 
 
+def caption_subject(caption: str) -> str:
+    """The first phrase of a :func:`_caption` caption: the largest shape alone ("a large red
+    circle"); the whole caption when it has one phrase."""
+    words = caption.split()
+    return " ".join(words[:4]) if len(words) > 4 else caption
+
+
 # --------------------------------------------------------------------------------------------
 # Argument checks: user errors name the argument and what would be valid.
 # --------------------------------------------------------------------------------------------

@@ -69,6 +69,9 @@ class DataConfig:
     tokenizer: str | None = None
     vocab_size: int = 1000
     context_length: int = 32
+    # image-text on shapes: probability that a training caption is its subject alone (the
+    # largest shape, "a large red circle") instead of the whole caption
+    subject_captions: float = 0.0
     # Train-time augmentation: none | light (crop + flip) | trivialaugment | randaugment
     augment: str = "light"
     hflip: bool = True
