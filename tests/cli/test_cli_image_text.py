@@ -16,7 +16,6 @@ TINY = [
     "data.vocab_size=120",
     "data.context_length=16",
     "model.args.image_size=32",
-    "model.args.vision_layers=1",
     "model.args.text_layers=1",
     "trainer.epochs=1",
     "trainer.progress=false",
