@@ -128,6 +128,10 @@ def test_bad_arguments_name_themselves():
         _model(roi_op="warp")
     with pytest.raises(ModelArgumentError, match="bg_iou_thresh_lo"):
         _model(bg_iou_thresh_lo=0.6)
+    with pytest.raises(ModelArgumentError, match=r"num_classes .* must be an integer >= 2"):
+        _model(num_classes=True)
+    with pytest.raises(ModelArgumentError, match=r"positive_fraction must be a number in \(0, 1\]"):
+        _model(positive_fraction=0)
     with pytest.raises(ModelArgumentError, match="targets"):
         _model().train()([torch.rand(3, 32, 32)])
     with pytest.raises(ModelArgumentError, match="labels"):

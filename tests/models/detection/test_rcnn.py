@@ -163,6 +163,10 @@ def test_training_forward_points_at_fit_and_errors_name_the_argument():
         _small(context_padding=8)
     with pytest.raises(ModelArgumentError, match="proposal_mode"):
         _small(proposal_mode="fastest")
+    with pytest.raises(ModelArgumentError, match=r"num_classes .* must be an integer >= 2, got 1"):
+        _small(num_classes=1)
+    with pytest.raises(ModelArgumentError, match=r"nms_thresh must be a number in \[0, 1\], got 2"):
+        _small(nms_thresh=2)
 
 
 def test_fit_runs_the_four_named_stages_and_the_weights_live_in_the_state_dict():

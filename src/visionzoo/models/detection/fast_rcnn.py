@@ -46,7 +46,7 @@ Shape glossary: N images, R RoIs, C classes including background, K proposals of
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -58,7 +58,7 @@ from ...registry import register_model
 from .._checks import check_bool, check_choice, check_positive_int
 from ..classification.resnet import BasicBlock, ResNet
 from .backbones import NORM_LAYERS, Backbone, FrozenBatchNorm2d, vgg16_conv5_backbone
-from .faster_rcnn import FasterRCNN
+from .faster_rcnn import FasterRCNN, _check_int, _check_unit, check_detection_targets
 from .proposals import ProposalCache
 from .roi_heads import ROI_OPS, FastRCNNPredictor, RoIHeads, RoIPooler, TwoMLPHead
 from .transform import IMAGENET_MEAN, IMAGENET_STD, DetectionTransform, resize_boxes
@@ -167,11 +167,7 @@ class FastRCNN(nn.Module):
         detections_per_img: int = 100,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ModelArgumentError(
-                f"{_MODEL}: num_classes must be an integer >= 2 (background included), got "
-                f"{num_classes!r}"
-            )
+        _check_int("num_classes (background included)", num_classes, lo=2, model=_MODEL)
         if not hasattr(backbone, "out_channels"):
             raise ModelArgumentError(f"{_MODEL}: backbone must have an out_channels attribute")
         check_choice("roi_op", roi_op, ROI_OPS, model=_MODEL)
@@ -198,13 +194,7 @@ class FastRCNN(nn.Module):
             ("score_thresh", score_thresh, False),
             ("dropout", dropout, False),
         ):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            ok = ok and (0 < value <= 1 if lo_open else 0 <= value <= 1)
-            if not ok:
-                raise ModelArgumentError(
-                    f"{_MODEL}: {name} must be a number in {'(0' if lo_open else '[0'}, 1], got "
-                    f"{value!r}"
-                )
+            _check_unit(name, value, open_low=lo_open, model=_MODEL)
         if bg_iou_thresh_lo > fg_iou_thresh:
             raise ModelArgumentError(
                 f"{_MODEL}: bg_iou_thresh_lo ({bg_iou_thresh_lo}) must be <= fg_iou_thresh "
@@ -265,37 +255,6 @@ class FastRCNN(nn.Module):
                 )
         return list(images)
 
-    def _check_targets(self, targets: object, n: int) -> list[dict[str, Tensor]]:
-        if not isinstance(targets, (list, tuple)) or len(targets) != n:
-            raise ModelArgumentError(
-                f"{_MODEL}: training needs targets: a list with one dict of 'boxes' Tensor[K, 4] "
-                f"and 'labels' Tensor[K] per image ({n}) (or call model.eval())"
-            )
-        out = []
-        for i, t in enumerate(targets):
-            if not isinstance(t, Mapping) or "boxes" not in t or "labels" not in t:
-                raise ModelArgumentError(
-                    f"{_MODEL}: targets[{i}] must be a dict with 'boxes' and 'labels'"
-                )
-            boxes = t["boxes"].as_subclass(Tensor).float().reshape(-1, 4)
-            labels = t["labels"].as_subclass(Tensor).long().reshape(-1)
-            if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) >= self.num_classes):
-                raise ModelArgumentError(
-                    f"{_MODEL}: targets[{i}]['labels'] must be in [1, {self.num_classes - 1}] "
-                    f"(num_classes = {self.num_classes} includes background 0), got "
-                    f"{labels.tolist()}"
-                )
-            bad = ~torch.isfinite(boxes).all(1) | (boxes[:, 2] <= boxes[:, 0])
-            bad |= boxes[:, 3] <= boxes[:, 1]
-            if bool(bad.any()):
-                j = int(torch.where(bad)[0][0])
-                raise ModelArgumentError(
-                    f"{_MODEL}: targets[{i}]['boxes'][{j}] = {boxes[j].tolist()} is degenerate: "
-                    "boxes must be finite xyxy with x2 > x1 and y2 > y1"
-                )
-            out.append({"boxes": boxes, "labels": labels})
-        return out
-
     def proposals(self, images: Sequence[Tensor]) -> list[Tensor]:
         """Selective-search boxes (cached) of each input image: Tensor[K_i, 4] in its pixels."""
         return [self.proposal_cache(im) for im in images]
@@ -309,7 +268,11 @@ class FastRCNN(nn.Module):
         ``{"boxes": Tensor[K, 4] (input pixels), "labels": int64 Tensor[K], "scores":
         Tensor[K]}``, best first."""
         imgs = self._check_images(images)
-        checked = self._check_targets(targets, len(imgs)) if self.training else None
+        checked = (
+            check_detection_targets(targets, imgs, self.num_classes, _MODEL)
+            if self.training
+            else None
+        )
         device = imgs[0].device
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in imgs]
         proposals = self.proposals(imgs)  # in the input images' pixels

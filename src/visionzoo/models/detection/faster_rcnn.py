@@ -174,6 +174,72 @@ def _no_download(pretrained_backbone: object, model: str, source: str) -> None:
 # ------------------------------------------------------------------------------ model
 
 
+def check_detection_targets(
+    targets: object, images: Sequence[Tensor], num_classes: int, model: str = _MODEL
+) -> list[dict[str, Tensor]]:
+    """Training targets checked and made plain: one ``{"boxes": Tensor[K, 4] xyxy in the image's
+    dtype and device, "labels": int64 Tensor[K] in [1, num_classes - 1]}`` per image. Errors name
+    ``model``, the image index and the bad box or label (shared by every detector here)."""
+    if targets is None:
+        raise ModelArgumentError(
+            f"{model}: targets are required in training mode: one dict with 'boxes' "
+            "Tensor[K, 4] and 'labels' Tensor[K] per image (or call model.eval())"
+        )
+    if not isinstance(targets, (list, tuple)) or len(targets) != len(images):
+        n = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
+        raise ModelArgumentError(
+            f"{model}: targets must be a list with one dict per image ({len(images)}), got {n}"
+        )
+    out = []
+    for i, (target, image) in enumerate(zip(targets, images, strict=True)):
+        if not isinstance(target, Mapping) or "boxes" not in target or "labels" not in target:
+            raise ModelArgumentError(
+                f"{model}: targets[{i}] must be a dict with 'boxes' and 'labels'"
+            )
+        boxes, labels = target["boxes"], target["labels"]
+        if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
+            shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+            raise ModelArgumentError(
+                f"{model}: targets[{i}]['boxes'] must be a Tensor[K, 4] of xyxy boxes, got {shape}"
+            )
+        k = boxes.shape[0]
+        if (
+            not isinstance(labels, Tensor)
+            or labels.shape != (k,)
+            or labels.is_floating_point()
+            or labels.is_complex()
+            or labels.dtype == torch.bool
+        ):
+            shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+            dtype = f" {labels.dtype}" if isinstance(labels, Tensor) else ""
+            raise ModelArgumentError(
+                f"{model}: targets[{i}]['labels'] must be an integer Tensor[{k}] (one label "
+                f"per box), got{dtype} {shape}"
+            )
+        # tv_tensors.BoundingBoxes and friends: plain tensors from here on.
+        boxes = boxes.as_subclass(Tensor).to(device=image.device, dtype=image.dtype)
+        labels = labels.as_subclass(Tensor).to(device=image.device, dtype=torch.int64)
+        if k:
+            bad = (labels < 1) | (labels >= num_classes)
+            if bool(bad.any()):
+                j = int(torch.where(bad)[0][0])
+                raise ModelArgumentError(
+                    f"{model}: targets[{i}]['labels'][{j}] = {int(labels[j])} is out of "
+                    f"range: object labels must be in [1, {num_classes - 1}] "
+                    f"(num_classes = {num_classes} includes background 0)"
+                )
+            finite = torch.isfinite(boxes).all(dim=1)
+            bad = ~finite | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+            if bool(bad.any()):
+                j = int(torch.where(bad)[0][0])
+                raise ModelArgumentError(
+                    f"{model}: targets[{i}]['boxes'][{j}] = {boxes[j].tolist()} is "
+                    "degenerate: boxes must be finite xyxy with x2 > x1 and y2 > y1"
+                )
+        out.append({"boxes": boxes, "labels": labels})
+    return out
+
+
 class FasterRCNN(nn.Module):
     """Faster R-CNN over any backbone returning an ordered dict of feature maps.
 
@@ -389,65 +455,7 @@ class FasterRCNN(nn.Module):
         return list(images)
 
     def _check_targets(self, targets: object, images: Sequence[Tensor]) -> list[dict[str, Tensor]]:
-        if targets is None:
-            raise ModelArgumentError(
-                f"{_MODEL}: targets are required in training mode: one dict with 'boxes' "
-                "Tensor[K, 4] and 'labels' Tensor[K] per image (or call model.eval())"
-            )
-        if not isinstance(targets, (list, tuple)) or len(targets) != len(images):
-            n = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
-            raise ModelArgumentError(
-                f"{_MODEL}: targets must be a list with one dict per image ({len(images)}), got {n}"
-            )
-        out = []
-        for i, (target, image) in enumerate(zip(targets, images, strict=True)):
-            if not isinstance(target, Mapping) or "boxes" not in target or "labels" not in target:
-                raise ModelArgumentError(
-                    f"{_MODEL}: targets[{i}] must be a dict with 'boxes' and 'labels'"
-                )
-            boxes, labels = target["boxes"], target["labels"]
-            if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
-                shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
-                raise ModelArgumentError(
-                    f"{_MODEL}: targets[{i}]['boxes'] must be a Tensor[K, 4] of xyxy boxes, "
-                    f"got {shape}"
-                )
-            k = boxes.shape[0]
-            if (
-                not isinstance(labels, Tensor)
-                or labels.shape != (k,)
-                or labels.is_floating_point()
-                or labels.is_complex()
-                or labels.dtype == torch.bool
-            ):
-                shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-                dtype = f" {labels.dtype}" if isinstance(labels, Tensor) else ""
-                raise ModelArgumentError(
-                    f"{_MODEL}: targets[{i}]['labels'] must be an integer Tensor[{k}] (one label "
-                    f"per box), got{dtype} {shape}"
-                )
-            # tv_tensors.BoundingBoxes and friends: plain tensors from here on.
-            boxes = boxes.as_subclass(Tensor).to(device=image.device, dtype=image.dtype)
-            labels = labels.as_subclass(Tensor).to(device=image.device, dtype=torch.int64)
-            if k:
-                bad = (labels < 1) | (labels >= self.num_classes)
-                if bool(bad.any()):
-                    j = int(torch.where(bad)[0][0])
-                    raise ModelArgumentError(
-                        f"{_MODEL}: targets[{i}]['labels'][{j}] = {int(labels[j])} is out of "
-                        f"range: object labels must be in [1, {self.num_classes - 1}] "
-                        f"(num_classes = {self.num_classes} includes background 0)"
-                    )
-                finite = torch.isfinite(boxes).all(dim=1)
-                bad = ~finite | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-                if bool(bad.any()):
-                    j = int(torch.where(bad)[0][0])
-                    raise ModelArgumentError(
-                        f"{_MODEL}: targets[{i}]['boxes'][{j}] = {boxes[j].tolist()} is "
-                        "degenerate: boxes must be finite xyxy with x2 > x1 and y2 > y1"
-                    )
-            out.append({"boxes": boxes, "labels": labels})
-        return out
+        return check_detection_targets(targets, images, self.num_classes)
 
     # --------------------------------------------------------------------- forward
 

@@ -80,6 +80,7 @@ from ...ops import batched_nms, box_iou
 from ...registry import register_model
 from .._checks import check_choice, check_positive_int
 from ..classification.resnet import BasicBlock, ResNet
+from .faster_rcnn import _check_int, _check_unit
 from .proposals import ProposalCache, default_cache_root, image_digest, image_to_uint8_hwc
 from .transform import IMAGENET_MEAN, IMAGENET_STD
 
@@ -370,11 +371,7 @@ class RCNN(nn.Module):
         feature_batch: int = 256,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ModelArgumentError(
-                f"{_MODEL}: num_classes must be an integer >= 2 (background included), got "
-                f"{num_classes!r}"
-            )
+        _check_int("num_classes (background included)", num_classes, lo=2, model=_MODEL)
         check_positive_int("warp_size", warp_size, model=_MODEL)
         check_positive_int("detections_per_img", detections_per_img, model=_MODEL)
         check_positive_int("feature_batch", feature_batch, model=_MODEL)
@@ -395,12 +392,7 @@ class RCNN(nn.Module):
             ("score_thresh", score_thresh),
             ("nms_thresh", nms_thresh),
         ):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not 0 <= value <= 1
-            ):
-                raise ModelArgumentError(f"{_MODEL}: {name} must be in [0, 1], got {value!r}")
+            _check_unit(name, value, model=_MODEL)
         for name, value in (
             ("svm_c", svm_c),
             ("svm_pos_weight", svm_pos_weight),
