@@ -130,6 +130,8 @@ def test_bad_arguments_name_themselves():
         _model(bg_iou_thresh_lo=0.6)
     with pytest.raises(ModelArgumentError, match=r"num_classes .* must be an integer >= 2"):
         _model(num_classes=True)
+    with pytest.raises(ModelArgumentError, match="anchor_sizes must give 1 level"):
+        vz.create_model("fasterrcnn_resnet18_c4", num_classes=3, anchor_sizes=((16,), (32,)))
     with pytest.raises(ModelArgumentError, match=r"positive_fraction must be a number in \(0, 1\]"):
         _model(positive_fraction=0)
     with pytest.raises(ModelArgumentError, match="targets"):

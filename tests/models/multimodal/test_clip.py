@@ -281,7 +281,8 @@ def test_zoo_image_tower():
     # The tower is the zoo model itself: its weights load into it and give the same features.
     model.visual.load_state_dict(reference.state_dict())
     x = torch.randn(2, 3, 32, 32)
-    model.eval(), reference.eval()
+    model.eval()
+    reference.eval()
     assert torch.equal(model.encode_image(x), reference(x))
     # Another classifier with its own switches.
     other = vz.create_model(

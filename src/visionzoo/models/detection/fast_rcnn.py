@@ -58,7 +58,13 @@ from ...registry import register_model
 from .._checks import check_bool, check_choice, check_positive_int
 from ..classification.resnet import BasicBlock, ResNet
 from .backbones import NORM_LAYERS, Backbone, FrozenBatchNorm2d, vgg16_conv5_backbone
-from .faster_rcnn import FasterRCNN, _check_int, _check_unit, check_detection_targets
+from .faster_rcnn import (
+    FasterRCNN,
+    _check_int,
+    _check_levels,
+    _check_unit,
+    check_detection_targets,
+)
 from .proposals import ProposalCache
 from .roi_heads import ROI_OPS, FastRCNNPredictor, RoIHeads, RoIPooler, TwoMLPHead
 from .transform import IMAGENET_MEAN, IMAGENET_STD, DetectionTransform, resize_boxes
@@ -356,6 +362,7 @@ def fasterrcnn_resnet18_c4(
         box_nms_thresh=0.3,
     )
     kwargs = {**defaults, **kwargs}
+    _check_levels(kwargs["anchor_sizes"], 1, name)
     pool = RoIPooler(["0"], 7, 2, op=roi_op)
     head = TwoMLPHead(backbone.out_channels * 7 * 7, 512)
     return FasterRCNN(backbone, num_classes, box_roi_pool=pool, box_head=head, **kwargs)
