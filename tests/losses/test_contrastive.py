@@ -157,3 +157,18 @@ def test_hard_negative_texts_extend_image_to_text_only():
     assert got > clip_loss(images, texts, scale)
     with pytest.raises(VisionZooError, match=r"negative_text_features must be Tensor\[m, E\]"):
         clip_loss(images, texts, scale, negative_text_features=torch.zeros(3, 4))
+
+
+def test_logits_stay_float32_under_bf16_autocast():
+    # bf16 features (as a bf16 autocast forward gives) are scored in float32: the loss equals the
+    # float32 loss of the same (rounded) features, not a bf16 matmul's.
+    images, texts = features(16, e=32, seed=3)
+    negatives = F.normalize(torch.randn(8, 32, generator=torch.Generator().manual_seed(4)), dim=-1)
+    bi, bt, bn = images.bfloat16(), texts.bfloat16(), negatives.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = clip_loss(bi, bt, torch.tensor(100.0), negative_text_features=bn)
+    want = clip_loss(bi.float(), bt.float(), torch.tensor(100.0), negative_text_features=bn.float())
+    assert got.dtype == torch.float32
+    assert abs(got.item() - want.item()) < 1e-5
+    # float64 inputs are not downcast.
+    assert clip_loss(images.double(), texts.double(), 10.0).dtype == torch.float64

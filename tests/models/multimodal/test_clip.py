@@ -299,3 +299,19 @@ def test_zoo_image_tower():
         vz.create_model("clip_tiny", vision_model=3)
     with pytest.raises(ModelArgumentError, match="vision_model_args must be a dict"):
         vz.create_model("clip_tiny", vision_model_args=[1])
+
+
+def test_normalised_features_are_float32_under_autocast():
+    torch.manual_seed(0)
+    model = tiny_vit().eval()
+    images, ids = torch.randn(2, 3, 32, 32), tokens(2)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(images, ids)
+        raw = model.encode_image(images)  # unnormalised: left in the autocast dtype
+    assert out.image_features.dtype == torch.float32
+    assert out.text_features.dtype == torch.float32
+    assert raw.dtype == torch.bfloat16
+    assert torch.allclose(out.image_features.norm(dim=-1), torch.ones(2), atol=1e-6)
+    with torch.no_grad():
+        ref = model(images, ids)
+    assert (out.image_features - ref.image_features).abs().max() < 0.05
