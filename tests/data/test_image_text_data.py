@@ -128,6 +128,37 @@ def test_swap_word_negatives():
         swap_word_negatives(captions, words, 1, g, which="last")
 
 
+def test_exchange_word_negatives():
+    import re
+
+    from visionzoo.data.image_text import exchange_word_negatives, swap_word_negatives
+
+    words = ["circle", "square", "star"]
+    captions = [
+        "a large red circle left of a small blue star, and a small green circle",
+        "a large red circle above a small blue circle, and a small green square",
+        "a large red circle left of a small blue circle",
+        "a starry sky",
+    ]
+    neg = exchange_word_negatives(captions, words, torch.Generator().manual_seed(0))
+    assert len(neg) == 4
+    # The first two different class words trade places; everything else is kept.
+    assert neg[0] == "a large red star left of a small blue circle, and a small green circle"
+    # The repeated "circle" is skipped: the second *different* word is "square".
+    assert neg[1] == "a large red square above a small blue circle, and a small green circle"
+    bag = [sorted(re.findall(r"\w+", c)) for c in (neg[0], captions[0])]
+    assert bag[0] == bag[1]
+    # Without two different class words: the first-word swap of swap_word_negatives, drawn
+    # from the same generator state.
+    fallback = swap_word_negatives(
+        captions, words, 1, torch.Generator().manual_seed(0), which="first"
+    )
+    assert neg[2:] == fallback[2:]
+    assert neg[2] != captions[2] and neg[3] != captions[3]
+    with pytest.raises(ConfigError, match="at least two class names"):
+        exchange_word_negatives(captions, ["circle"], torch.Generator())
+
+
 def test_shapes_subject_captions():
     from visionzoo.data.shapes import caption_subject
 

@@ -134,3 +134,38 @@ def test_clip_text_negatives_switch():
     cfg.loss.negatives_swap = "random"
     with pytest.raises(ConfigError, match="loss.negatives_swap must be 'any' or 'first'"):
         ImageTextTask(cfg)
+
+
+def test_clip_exchange_negatives_switch():
+    import pytest
+
+    from visionzoo.data.image_text import exchange_word_negatives, swap_word_negatives
+    from visionzoo.data.transforms import normalize
+    from visionzoo.errors import ConfigError
+
+    cfg = _cfg("clip_tiny")
+    cfg.loss.text_negatives = 1
+    cfg.loss.exchange_negatives = True
+    task = ImageTextTask(cfg)
+    bundle = task.build_data()
+    model = _clip(task, bundle).train()
+    images, captions = next(iter(DataLoader(bundle.train, 6, collate_fn=bundle.collate_fn)))
+    out = task.training_step(model, (images, captions))
+    # The swapped negatives first, then the exchanged ones, from one generator in sequence.
+    g = torch.Generator().manual_seed(cfg.trainer.seed)
+    negs = swap_word_negatives(captions, bundle.class_names, 1, g)
+    negs += exchange_word_negatives(captions, bundle.class_names, g)
+    x = normalize(images, bundle.mean, bundle.std)
+    f_img, f_txt, scale = model(x, task.tokenizer.batch(captions + negs, 16).input_ids)
+    want = clip_loss(f_img, f_txt[:6], scale, negative_text_features=f_txt[6:])
+    assert torch.allclose(out["loss"], want, atol=1e-5)
+    assert f_txt.shape[0] == 18
+
+    cfg = _cfg("clip_tiny")
+    cfg.loss.exchange_negatives = "yes"
+    with pytest.raises(ConfigError, match="loss.exchange_negatives must be true or false"):
+        ImageTextTask(cfg)
+    cfg = _cfg("blip_tiny")
+    cfg.loss.exchange_negatives = True
+    with pytest.raises(ConfigError, match="loss.exchange_negatives is a CLIP loss switch"):
+        ImageTextTask(cfg)

@@ -48,6 +48,7 @@ __all__ = [
     "IMAGE_TEXT_DATASETS",
     "build_image_text_data",
     "collate_image_text",
+    "exchange_word_negatives",
     "swap_word_negatives",
 ]
 
@@ -140,6 +141,40 @@ def swap_word_negatives(
             m = matches[0] if which == "first" else matches[picks[i][j] % len(matches)]
             others = [vocab[v] for v in orders[i] if vocab[v] != m.group(0)]
             out.append(caption[: m.start()] + others[j % len(others)] + caption[m.end() :])
+    return out
+
+
+def exchange_word_negatives(
+    captions: Sequence[str], words: Sequence[str], generator: torch.Generator
+) -> list[str]:
+    """One hard negative per caption that keeps its words and changes who has them: the first
+    two *different* ``words`` entries in the caption trade places ("a large red circle left of a
+    small blue star" -> "a large red star left of a small blue circle"). The bag of words is
+    unchanged, so only a model that binds each name to its colour, size and place (on
+    ``shapes``: knows which shape is the largest) can reject it. A caption without two different
+    entries gets a :func:`swap_word_negatives` ``which="first"`` negative instead, so every
+    caption has one. Deterministic for a given ``generator`` state.
+
+    Raises ConfigError when ``words`` has fewer than two entries.
+    """
+    vocab = list(dict.fromkeys(str(w) for w in words))
+    fallback = swap_word_negatives(captions, vocab, 1, generator, which="first")
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in vocab) + r")\b")
+    out = []
+    for caption, other in zip(captions, fallback, strict=True):
+        matches = list(pattern.finditer(caption))
+        second = next((m for m in matches[1:] if m.group(0) != matches[0].group(0)), None)
+        if second is None:
+            out.append(other)
+            continue
+        first = matches[0]
+        out.append(
+            caption[: first.start()]
+            + second.group(0)
+            + caption[first.end() : second.start()]
+            + first.group(0)
+            + caption[second.end() :]
+        )
     return out
 
 

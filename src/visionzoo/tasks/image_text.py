@@ -90,10 +90,13 @@ class ImageTextTask:
         k = cfg.loss.text_negatives
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise ConfigError(f"loss.text_negatives must be an integer >= 0, got {k!r}")
-        if k and self.family != "clip":
+        ex = cfg.loss.exchange_negatives
+        if not isinstance(ex, bool):
+            raise ConfigError(f"loss.exchange_negatives must be true or false, got {ex!r}")
+        if (k or ex) and self.family != "clip":
+            name = "text_negatives" if k else "exchange_negatives"
             raise ConfigError(
-                "loss.text_negatives is a CLIP loss switch; BLIP draws its own hard negatives "
-                "for ITM"
+                f"loss.{name} is a CLIP loss switch; BLIP draws its own hard negatives for ITM"
             )
         if cfg.loss.negatives_swap not in ("any", "first"):
             raise ConfigError(
@@ -219,8 +222,7 @@ class ImageTextTask:
 
             n = len(captions)
             texts = list(captions)
-            if self.cfg.loss.text_negatives:
-                texts += self._swapped_captions(captions)
+            texts += self._swapped_captions(captions)
             # One forward over the captions and their negatives (one DDP forward per step).
             ids = self._tokens(texts).input_ids.to(x.device)
             image_f, all_text_f, scale = model(x, ids)
@@ -242,14 +244,20 @@ class ImageTextTask:
         return {"loss": total, **{k: v.detach() for k, v in parts.items()}}
 
     def _swapped_captions(self, captions: Sequence[str]) -> list[str]:
-        """``loss.text_negatives`` hard negatives per caption: a class name swapped (NegCLIP)."""
-        from ..data.image_text import swap_word_negatives
+        """``loss.text_negatives`` hard negatives per caption, a class name swapped (NegCLIP),
+        then one with two class names exchanged if ``loss.exchange_negatives``; [] for neither."""
+        from ..data.image_text import exchange_word_negatives, swap_word_negatives
 
         words = self.bundle.class_names if self.bundle is not None else []
         loss = self.cfg.loss
-        return swap_word_negatives(
-            captions, words, loss.text_negatives, self._negatives_rng, which=loss.negatives_swap
-        )
+        out: list[str] = []
+        if loss.text_negatives:
+            out += swap_word_negatives(
+                captions, words, loss.text_negatives, self._negatives_rng, which=loss.negatives_swap
+            )
+        if loss.exchange_negatives:
+            out += exchange_word_negatives(captions, words, self._negatives_rng)
+        return out
 
     # -- evaluation -----------------------------------------------------------------------
 
