@@ -185,6 +185,20 @@ def test_config_errors(tmp_path):
         Trainer(tiny_cfg(tmp_path, "trainer.amp=fp8"))
 
 
+def test_bf16_on_a_cpu_without_native_bf16_warns(tmp_path, monkeypatch):
+    import warnings
+
+    import visionzoo.engine.trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "_cpu_has_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="no native bfloat16.*trainer.amp=none"):
+        Trainer(tiny_cfg(tmp_path, "trainer.amp=bf16"))
+    monkeypatch.setattr(trainer_mod, "_cpu_has_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(tiny_cfg(tmp_path, "trainer.amp=bf16"))
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "visionzoo", *args]
 

@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
 from datetime import datetime
@@ -72,6 +73,14 @@ def resolve_device(name: str) -> torch.device:
             f"trainer.device={name} but CUDA is not available; use trainer.device=cpu"
         )
     return device
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
 
 
 class EpochSampler(Sampler[int]):
@@ -252,6 +261,12 @@ class Trainer:
         )
 
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
+        if t.amp == "bf16" and self.device.type == "cpu" and not _cpu_has_bf16():
+            warnings.warn(
+                "trainer.amp=bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so "
+                "bf16 is emulated and usually slower than float32; consider trainer.amp=none",
+                stacklevel=2,
+            )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
         self.ema = ModelEma(self.model, decay=t.ema_decay) if t.ema_decay else None
         self.train_model: nn.Module = self.model
