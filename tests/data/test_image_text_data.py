@@ -155,6 +155,13 @@ def test_exchange_word_negatives():
     )
     assert neg[2:] == fallback[2:]
     assert neg[2] != captions[2] and neg[3] != captions[3]
+    # also=colours: the colours trade places too, so the second shape becomes the subject.
+    phrases = exchange_word_negatives(
+        captions[:3], words, torch.Generator().manual_seed(0), also=["red", "blue", "green"]
+    )
+    assert phrases[0] == "a large blue star left of a small red circle, and a small green circle"
+    assert phrases[1] == "a large blue square above a small red circle, and a small green circle"
+    assert phrases[2] == neg[2]  # one class: the first-name swap, colours untouched
     with pytest.raises(ConfigError, match="at least two class names"):
         exchange_word_negatives(captions, ["circle"], torch.Generator())
 

@@ -140,12 +140,13 @@ def test_clip_exchange_negatives_switch():
     import pytest
 
     from visionzoo.data.image_text import exchange_word_negatives, swap_word_negatives
+    from visionzoo.data.shapes import COLOURS
     from visionzoo.data.transforms import normalize
     from visionzoo.errors import ConfigError
 
     cfg = _cfg("clip_tiny")
     cfg.loss.text_negatives = 1
-    cfg.loss.exchange_negatives = True
+    cfg.loss.exchange_negatives = "phrases"
     task = ImageTextTask(cfg)
     bundle = task.build_data()
     model = _clip(task, bundle).train()
@@ -154,7 +155,7 @@ def test_clip_exchange_negatives_switch():
     # The swapped negatives first, then the exchanged ones, from one generator in sequence.
     g = torch.Generator().manual_seed(cfg.trainer.seed)
     negs = swap_word_negatives(captions, bundle.class_names, 1, g)
-    negs += exchange_word_negatives(captions, bundle.class_names, g)
+    negs += exchange_word_negatives(captions, bundle.class_names, g, also=list(COLOURS))
     x = normalize(images, bundle.mean, bundle.std)
     f_img, f_txt, scale = model(x, task.tokenizer.batch(captions + negs, 16).input_ids)
     want = clip_loss(f_img, f_txt[:6], scale, negative_text_features=f_txt[6:])
@@ -162,10 +163,15 @@ def test_clip_exchange_negatives_switch():
     assert f_txt.shape[0] == 18
 
     cfg = _cfg("clip_tiny")
-    cfg.loss.exchange_negatives = "yes"
-    with pytest.raises(ConfigError, match="loss.exchange_negatives must be true or false"):
+    cfg.loss.exchange_negatives = True
+    with pytest.raises(ConfigError, match="'none', 'classes' or 'phrases', got True"):
         ImageTextTask(cfg)
     cfg = _cfg("blip_tiny")
-    cfg.loss.exchange_negatives = True
+    cfg.loss.exchange_negatives = "classes"
     with pytest.raises(ConfigError, match="loss.exchange_negatives is a CLIP loss switch"):
+        ImageTextTask(cfg)
+    cfg = _cfg("clip_tiny")
+    cfg.data.name = "captions"
+    cfg.loss.exchange_negatives = "phrases"
+    with pytest.raises(ConfigError, match="needs data.name=shapes, not 'captions'"):
         ImageTextTask(cfg)

@@ -145,7 +145,11 @@ def swap_word_negatives(
 
 
 def exchange_word_negatives(
-    captions: Sequence[str], words: Sequence[str], generator: torch.Generator
+    captions: Sequence[str],
+    words: Sequence[str],
+    generator: torch.Generator,
+    *,
+    also: Sequence[str] = (),
 ) -> list[str]:
     """One hard negative per caption that keeps its words and changes who has them: the first
     two *different* ``words`` entries in the caption trade places ("a large red circle left of a
@@ -155,27 +159,43 @@ def exchange_word_negatives(
     entries gets a :func:`swap_word_negatives` ``which="first"`` negative instead, so every
     caption has one. Deterministic for a given ``generator`` state.
 
+    ``also``: a second vocabulary whose first two different entries are exchanged as well, when
+    the caption has two. On ``shapes``, passing the colours exchanges whole phrases' contents
+    ("a large blue star left of a small red circle"): the negative then says the *other* shape
+    is the large one, which is what zero-shot prompts about the largest shape must not match.
+
     Raises ConfigError when ``words`` has fewer than two entries.
     """
     vocab = list(dict.fromkeys(str(w) for w in words))
     fallback = swap_word_negatives(captions, vocab, 1, generator, which="first")
-    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in vocab) + r")\b")
     out = []
     for caption, other in zip(captions, fallback, strict=True):
-        matches = list(pattern.finditer(caption))
-        second = next((m for m in matches[1:] if m.group(0) != matches[0].group(0)), None)
-        if second is None:
+        swapped = _exchange_first_two(caption, vocab)
+        if swapped is None:
             out.append(other)
             continue
-        first = matches[0]
-        out.append(
-            caption[: first.start()]
-            + second.group(0)
-            + caption[first.end() : second.start()]
-            + first.group(0)
-            + caption[second.end() :]
-        )
+        if also:
+            swapped = _exchange_first_two(swapped, also) or swapped
+        out.append(swapped)
     return out
+
+
+def _exchange_first_two(caption: str, words: Sequence[str]) -> str | None:
+    """``caption`` with its first two different whole-word ``words`` entries exchanged; None
+    when it has fewer than two different entries."""
+    pattern = re.compile(r"\b(" + "|".join(re.escape(str(w)) for w in words) + r")\b")
+    matches = list(pattern.finditer(caption))
+    second = next((m for m in matches[1:] if m.group(0) != matches[0].group(0)), None)
+    if second is None:
+        return None
+    first = matches[0]
+    return (
+        caption[: first.start()]
+        + second.group(0)
+        + caption[first.end() : second.start()]
+        + first.group(0)
+        + caption[second.end() :]
+    )
 
 
 def collate_image_text(batch: list[tuple]) -> tuple:

@@ -120,9 +120,9 @@ class LossConfig:
     text_negatives: int = 0
     # ... which class name a negative swaps: any (at random) | first (the caption's subject)
     negatives_swap: str = "any"
-    # ... plus one more per caption with its first two different class names exchanged (the
-    # same words bound to other colours, sizes and places); works with text_negatives=0 too
-    exchange_negatives: bool = False
+    # ... plus one more per caption: none | classes (its first two different class names
+    # exchanged) | phrases (shapes: their colours too, so the other shape becomes the subject)
+    exchange_negatives: str = "none"
 
 
 @dataclass

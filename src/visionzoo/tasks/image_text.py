@@ -91,8 +91,16 @@ class ImageTextTask:
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise ConfigError(f"loss.text_negatives must be an integer >= 0, got {k!r}")
         ex = cfg.loss.exchange_negatives
-        if not isinstance(ex, bool):
-            raise ConfigError(f"loss.exchange_negatives must be true or false, got {ex!r}")
+        if ex not in ("none", "classes", "phrases"):
+            raise ConfigError(
+                f"loss.exchange_negatives must be 'none', 'classes' or 'phrases', got {ex!r}"
+            )
+        if ex == "phrases" and cfg.data.name != "shapes":
+            raise ConfigError(
+                "loss.exchange_negatives='phrases' exchanges shapes' colours and needs "
+                f"data.name=shapes, not {cfg.data.name!r}; use 'classes'"
+            )
+        ex = ex != "none"
         if (k or ex) and self.family != "clip":
             name = "text_negatives" if k else "exchange_negatives"
             raise ConfigError(
@@ -245,7 +253,7 @@ class ImageTextTask:
 
     def _swapped_captions(self, captions: Sequence[str]) -> list[str]:
         """``loss.text_negatives`` hard negatives per caption, a class name swapped (NegCLIP),
-        then one with two class names exchanged if ``loss.exchange_negatives``; [] for neither."""
+        then one with two class names (and colours) exchanged per ``loss.exchange_negatives``."""
         from ..data.image_text import exchange_word_negatives, swap_word_negatives
 
         words = self.bundle.class_names if self.bundle is not None else []
@@ -255,8 +263,9 @@ class ImageTextTask:
             out += swap_word_negatives(
                 captions, words, loss.text_negatives, self._negatives_rng, which=loss.negatives_swap
             )
-        if loss.exchange_negatives:
-            out += exchange_word_negatives(captions, words, self._negatives_rng)
+        if loss.exchange_negatives != "none":
+            also = list(COLOURS) if loss.exchange_negatives == "phrases" else ()
+            out += exchange_word_negatives(captions, words, self._negatives_rng, also=also)
         return out
 
     # -- evaluation -----------------------------------------------------------------------
