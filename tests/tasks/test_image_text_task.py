@@ -98,11 +98,9 @@ def test_blip_step_and_eval_with_captions():
 
 
 def test_clip_text_negatives_switch():
-    import pytest
 
     from visionzoo.data.image_text import swap_word_negatives
     from visionzoo.data.transforms import normalize
-    from visionzoo.errors import ConfigError
 
     cfg = _cfg("clip_tiny")
     cfg.loss.text_negatives = 2
@@ -122,27 +120,33 @@ def test_clip_text_negatives_switch():
     assert out["loss"] > clip_loss(f_img, f_txt[:6], scale)
 
     for bad in (-1, 1.5, True):
-        cfg = _cfg("clip_tiny")
-        cfg.loss.text_negatives = bad
-        with pytest.raises(ConfigError, match="loss.text_negatives must be an integer >= 0"):
-            ImageTextTask(cfg)
-    cfg = _cfg("blip_tiny")
-    cfg.loss.text_negatives = 1
-    with pytest.raises(ConfigError, match="CLIP loss switch"):
-        ImageTextTask(cfg)
-    cfg = _cfg("clip_tiny")
-    cfg.loss.negatives_swap = "random"
-    with pytest.raises(ConfigError, match="loss.negatives_swap must be 'any' or 'first'"):
+        _config_error(
+            "clip_tiny", "loss.text_negatives must be an integer >= 0", text_negatives=bad
+        )
+    _config_error("blip_tiny", "CLIP loss switch", text_negatives=1)
+    _config_error("clip_tiny", "loss.negatives_swap must be 'any' or 'first'", negatives_swap="x")
+
+
+def _config_error(model: str, match: str, data_name: str | None = None, **loss: object) -> None:
+    """ImageTextTask refuses ``model`` with these ``loss.*`` values, saying ``match``."""
+    import pytest
+
+    from visionzoo.errors import ConfigError
+
+    cfg = _cfg(model)
+    if data_name is not None:
+        cfg.data.name = data_name
+    for key, value in loss.items():
+        setattr(cfg.loss, key, value)
+    with pytest.raises(ConfigError, match=match):
         ImageTextTask(cfg)
 
 
 def test_clip_exchange_negatives_switch():
-    import pytest
 
     from visionzoo.data.image_text import exchange_word_negatives, swap_word_negatives
     from visionzoo.data.shapes import COLOURS
     from visionzoo.data.transforms import normalize
-    from visionzoo.errors import ConfigError
 
     cfg = _cfg("clip_tiny")
     cfg.loss.text_negatives = 1
@@ -162,16 +166,13 @@ def test_clip_exchange_negatives_switch():
     assert torch.allclose(out["loss"], want, atol=1e-5)
     assert f_txt.shape[0] == 18
 
-    cfg = _cfg("clip_tiny")
-    cfg.loss.exchange_negatives = True
-    with pytest.raises(ConfigError, match="'none', 'classes' or 'phrases', got True"):
-        ImageTextTask(cfg)
-    cfg = _cfg("blip_tiny")
-    cfg.loss.exchange_negatives = "classes"
-    with pytest.raises(ConfigError, match="loss.exchange_negatives is a CLIP loss switch"):
-        ImageTextTask(cfg)
-    cfg = _cfg("clip_tiny")
-    cfg.data.name = "captions"
-    cfg.loss.exchange_negatives = "phrases"
-    with pytest.raises(ConfigError, match="needs data.name=shapes, not 'captions'"):
-        ImageTextTask(cfg)
+    _config_error("clip_tiny", "'none', 'classes' or 'phrases', got True", exchange_negatives=True)
+    _config_error(
+        "blip_tiny", "loss.exchange_negatives is a CLIP loss switch", exchange_negatives="classes"
+    )
+    _config_error(
+        "clip_tiny",
+        "needs data.name=shapes, not 'captions'",
+        data_name="captions",
+        exchange_negatives="phrases",
+    )
