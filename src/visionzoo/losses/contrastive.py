@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import VisionZooError
+from ..layers.precision import similarities
 
 __all__ = ["gather_features", "clip_loss", "CLIPLoss"]
 
@@ -102,11 +103,6 @@ def gather_features(*features: Tensor) -> tuple[list[Tensor], int]:
     return gathered, sum(sizes[:rank])
 
 
-def _full(x: Tensor) -> Tensor:
-    """``x`` in float32 when it is half or bfloat16 (float64 stays)."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
 def clip_loss(
     image_features: Tensor,
     text_features: Tensor,
@@ -156,20 +152,12 @@ def clip_loss(
     labels = torch.arange(offset, offset + n, device=image_features.device)  # (n,)
     if negative_text_features is not None:  # extra columns after the matched texts
         all_texts = torch.cat([all_texts, negative_text_features])
-    # Logits in float32 even under autocast: bf16 similarities times a scale of up to 100 would
-    # carry errors of ~0.1, as large as the margins hard negatives are about.
-    with torch.autocast(image_features.device.type, enabled=False):
-        image_features, text_features, all_images, all_texts = (
-            _full(image_features),
-            _full(text_features),
-            _full(all_images),
-            _full(all_texts),
-        )
-        logits_per_image = logit_scale * image_features @ all_texts.t()  # (n, N_total [+ M])
-        logits_per_text = logit_scale * text_features @ all_images.t()  # (n, N_total)
-        return (
-            F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)
-        ) / 2
+    # Similarities in float32 even under autocast (layers/precision.py says why).
+    logits_per_image = logit_scale * similarities(image_features, all_texts)  # (n, N_total [+ M])
+    logits_per_text = logit_scale * similarities(text_features, all_images)  # (n, N_total)
+    return (
+        F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)
+    ) / 2
 
 
 class CLIPLoss(nn.Module):

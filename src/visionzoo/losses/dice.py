@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers.precision import full_precision
+
 __all__ = [
     "soft_dice_loss",
     "bce_with_logits_loss",
@@ -81,9 +83,8 @@ def soft_dice_loss(
     """
     if smooth < 0:
         raise ValueError(f"smooth must be >= 0, got {smooth}")
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        # Sums over every pixel of a batch: accumulate in float32, as autocast does for CE.
-        logits = logits.float()
+    # Sums over every pixel of a batch: accumulate in float32, as autocast does for CE.
+    logits = full_precision(logits)
     if _is_binary(logits, target):
         logits, target = _binary_inputs(logits, target)
         valid = _valid_mask(target, ignore_index)

@@ -590,3 +590,17 @@ def test_retrieve_reranks_top_k_with_itm():
     # k >= the number of candidates re-ranks everything.
     full = model.retrieve(x, ids, mask, k=10)
     assert (full.i2t > -100).all() and (full.t2i > -100).all()
+
+
+def test_itc_features_and_similarities_are_float32_under_autocast():
+    torch.manual_seed(0)
+    model = randomize(small()).eval()
+    ids, mask = captions(2)
+    x = images(2)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        f_img, f_txt = model.encode_image(x), model.encode_text(ids, mask)
+    assert f_img.dtype == f_txt.dtype == torch.float32
+    assert torch.allclose(f_img.norm(dim=-1), torch.ones(2), atol=1e-6)
+    with torch.no_grad():
+        ref = model.encode_image(x)
+    assert (f_img - ref).abs().max() < 0.1

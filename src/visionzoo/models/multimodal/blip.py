@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ModelArgumentError
+from ...layers.precision import similarities, unit_rows
 from ...layers.transformer import Block, PatchEmbed, resize_pos_embed
 from ...registry import register_model
 from .._checks import check_bool, check_choice, check_positive_int
@@ -606,7 +607,7 @@ class BLIP(nn.Module):
         self._need("retrieval")
         tokens = self.visual_encoder(images) if image_tokens is None else image_tokens
         feat = self.vision_proj(tokens[:, 0])
-        return F.normalize(feat, dim=-1) if normalize else feat
+        return unit_rows(feat) if normalize else feat
 
     def encode_text(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, normalize: bool = True
@@ -617,7 +618,7 @@ class BLIP(nn.Module):
         self._check_inputs(None, input_ids, attention_mask)
         hidden = self.text_encoder(input_ids, attention_mask, mode="text")  # (N, T, D)
         feat = self.text_proj(hidden[:, 0])
-        return F.normalize(feat, dim=-1) if normalize else feat
+        return unit_rows(feat) if normalize else feat
 
     def itm_logits(
         self,
@@ -738,11 +739,11 @@ class BLIP(nn.Module):
             with torch.no_grad():
                 if self.training:
                     self._momentum_update()
-                image_feat_m = F.normalize(
-                    self.vision_proj_m(self.visual_encoder_m(images)[:, 0]), dim=-1
+                image_feat_m = unit_rows(
+                    self.vision_proj_m(self.visual_encoder_m(images)[:, 0])
                 )  # (N, E)
                 text_hidden_m = self.text_encoder_m(input_ids, attention_mask, mode="text")
-                text_feat_m = F.normalize(self.text_proj_m(text_hidden_m[:, 0]), dim=-1)
+                text_feat_m = unit_rows(self.text_proj_m(text_hidden_m[:, 0]))
                 image_all, text_all, ids_all = image_feat_m, text_feat_m, image_ids
                 if self.queue_size:
                     image_all = torch.cat([image_feat_m, self.image_queue.T.clone()])  # (N+Q, E)
@@ -752,15 +753,15 @@ class BLIP(nn.Module):
                 targets = itc_targets(n, image_all.shape[0], image_ids, ids_all, images.device)
                 targets_i2t = targets_t2i = targets
                 if alpha > 0:
-                    sim_i2t_m = image_feat_m @ text_all.T / temp  # (N, N+Q)
-                    sim_t2i_m = text_feat_m @ image_all.T / temp
+                    sim_i2t_m = similarities(image_feat_m, text_all) / temp  # (N, N+Q)
+                    sim_t2i_m = similarities(text_feat_m, image_all) / temp
                     targets_i2t = alpha * F.softmax(sim_i2t_m, dim=1) + (1 - alpha) * targets
                     targets_t2i = alpha * F.softmax(sim_t2i_m, dim=1) + (1 - alpha) * targets
-            sim_i2t = image_feat @ text_all.T / temp  # (N, N+Q)
-            sim_t2i = text_feat @ image_all.T / temp  # (N, N+Q)
+            sim_i2t = similarities(image_feat, text_all) / temp  # (N, N+Q)
+            sim_t2i = similarities(text_feat, image_all) / temp  # (N, N+Q)
         else:
-            sim_i2t = image_feat @ text_feat.T / temp  # (N, N)
-            sim_t2i = text_feat @ image_feat.T / temp
+            sim_i2t = similarities(image_feat, text_feat) / temp  # (N, N)
+            sim_t2i = similarities(text_feat, image_feat) / temp
             targets_i2t = targets_t2i = itc_targets(n, n, image_ids, image_ids, images.device)
         loss_itc = itc_loss(sim_i2t, sim_t2i, targets_i2t, targets_t2i)
         if self.momentum_encoder and self.queue_size and self.training:

@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ModelArgumentError
+from ...layers.precision import unit_rows
 from ...layers.transformer import Block, PatchEmbed, resize_pos_embed
 from ...registry import register_model
 from .._checks import check_bool, check_positive_int
@@ -245,14 +246,6 @@ def _check_float(name: str, value: object, *, model: str) -> float:
     return float(value)
 
 
-def _unit(features: Tensor) -> Tensor:
-    """L2-normalised rows, in float32 even under bf16/fp16 autocast: the contrastive logits are
-    scaled by up to 100, which would turn bf16's 3 significant digits into logit errors of ~0.1."""
-    if features.dtype in (torch.float16, torch.bfloat16):
-        features = features.float()
-    return F.normalize(features, dim=-1)
-
-
 class CLIP(nn.Module):
     """Contrastive image-text model: an image tower and a text tower into one joint space.
 
@@ -390,12 +383,12 @@ class CLIP(nn.Module):
     def encode_image(self, images: Tensor, normalize: bool = False) -> Tensor:
         """Tensor[N, 3, H, W] -> Tensor[N, E] (L2-normalised if ``normalize``)."""
         features = self.visual(images)
-        return _unit(features) if normalize else features
+        return unit_rows(features) if normalize else features
 
     def encode_text(self, tokens: Tensor, normalize: bool = False) -> Tensor:
         """Tensor[N, L] token ids -> Tensor[N, E] (L2-normalised if ``normalize``)."""
         features = self.text(tokens)
-        return _unit(features) if normalize else features
+        return unit_rows(features) if normalize else features
 
     # --- temperature -----------------------------------------------------------------------------
 
