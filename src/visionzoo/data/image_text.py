@@ -29,6 +29,7 @@ validation.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -124,7 +125,7 @@ def swap_word_negatives(
             "loss.text_negatives needs at least two class names to swap between; the data "
             f"has {len(vocab)}"
         )
-    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in vocab) + r")\b")
+    pattern = _word_pattern(tuple(vocab))
     found = [list(pattern.finditer(c)) for c in captions]
     n = len(captions)
     # Per caption: a random occurrence for each negative, and a random order of the other
@@ -168,22 +169,30 @@ def exchange_word_negatives(
     """
     vocab = list(dict.fromkeys(str(w) for w in words))
     fallback = swap_word_negatives(captions, vocab, 1, generator, which="first")
+    names = _word_pattern(tuple(vocab))
+    extra = _word_pattern(tuple(str(w) for w in also)) if also else None
     out = []
     for caption, other in zip(captions, fallback, strict=True):
-        swapped = _exchange_first_two(caption, vocab)
+        swapped = _exchange_first_two(caption, names)
         if swapped is None:
             out.append(other)
             continue
-        if also:
-            swapped = _exchange_first_two(swapped, also) or swapped
+        if extra is not None:
+            swapped = _exchange_first_two(swapped, extra) or swapped
         out.append(swapped)
     return out
 
 
-def _exchange_first_two(caption: str, words: Sequence[str]) -> str | None:
-    """``caption`` with its first two different whole-word ``words`` entries exchanged; None
-    when it has fewer than two different entries."""
-    pattern = re.compile(r"\b(" + "|".join(re.escape(str(w)) for w in words) + r")\b")
+@functools.lru_cache(maxsize=16)
+def _word_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    """A regex matching any of ``words`` as a whole word (built once per vocabulary: it is used
+    on every training step)."""
+    return re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b")
+
+
+def _exchange_first_two(caption: str, pattern: re.Pattern[str]) -> str | None:
+    """``caption`` with its first two different ``pattern`` matches exchanged; None when it has
+    fewer than two different ones."""
     matches = list(pattern.finditer(caption))
     second = next((m for m in matches[1:] if m.group(0) != matches[0].group(0)), None)
     if second is None:

@@ -90,18 +90,17 @@ class ImageTextTask:
         k = cfg.loss.text_negatives
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise ConfigError(f"loss.text_negatives must be an integer >= 0, got {k!r}")
-        ex = cfg.loss.exchange_negatives
-        if ex not in ("none", "classes", "phrases"):
+        exchange = cfg.loss.exchange_negatives
+        if exchange not in ("none", "classes", "phrases"):
             raise ConfigError(
-                f"loss.exchange_negatives must be 'none', 'classes' or 'phrases', got {ex!r}"
+                f"loss.exchange_negatives must be 'none', 'classes' or 'phrases', got {exchange!r}"
             )
-        if ex == "phrases" and cfg.data.name != "shapes":
+        if exchange == "phrases" and cfg.data.name != "shapes":
             raise ConfigError(
                 "loss.exchange_negatives='phrases' exchanges shapes' colours and needs "
                 f"data.name=shapes, not {cfg.data.name!r}; use 'classes'"
             )
-        ex = ex != "none"
-        if (k or ex) and self.family != "clip":
+        if (k or exchange != "none") and self.family != "clip":
             name = "text_negatives" if k else "exchange_negatives"
             raise ConfigError(
                 f"loss.{name} is a CLIP loss switch; BLIP draws its own hard negatives for ITM"
@@ -230,7 +229,7 @@ class ImageTextTask:
 
             n = len(captions)
             texts = list(captions)
-            texts += self._swapped_captions(captions)
+            texts += self._negative_captions(captions)
             # One forward over the captions and their negatives (one DDP forward per step).
             ids = self._tokens(texts).input_ids.to(x.device)
             image_f, all_text_f, scale = model(x, ids)
@@ -251,7 +250,7 @@ class ImageTextTask:
         total = torch.stack([v for v in parts.values()]).sum()
         return {"loss": total, **{k: v.detach() for k, v in parts.items()}}
 
-    def _swapped_captions(self, captions: Sequence[str]) -> list[str]:
+    def _negative_captions(self, captions: Sequence[str]) -> list[str]:
         """``loss.text_negatives`` hard negatives per caption, a class name swapped (NegCLIP),
         then one with two class names (and colours) exchanged per ``loss.exchange_negatives``."""
         from ..data.image_text import exchange_word_negatives, swap_word_negatives
