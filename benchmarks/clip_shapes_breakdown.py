@@ -13,9 +13,12 @@ scores ``--n`` validation scenes (from the run's own generator settings) three w
   model that binds each shape to its colour, size and place gets these right.
 
 Each is broken down by the number of shapes in the scene, and the zero-shot confusion matrix
-(rows: true class) is printed. One thread; a few seconds on CPU.
+(rows: true class) is printed, then the cosine similarity of one caption's text features with the
+same caption after one word is changed (1.000: the text tower ignores that word). One thread; a
+few seconds on CPU. ``--bf16`` scores under bf16 autocast, as the trainer validates with
+``trainer.amp=bf16``.
 
-    python benchmarks/clip_shapes_breakdown.py runs/<run>/checkpoints/best.pt [--n 1000]
+    python benchmarks/clip_shapes_breakdown.py runs/<run>/checkpoints/best.pt [--n 1000] [--bf16]
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint")
     p.add_argument("--n", type=int, default=1000, help="validation scenes (default 1000)")
+    p.add_argument(
+        "--bf16", action="store_true", help="score under bf16 autocast, as trainer.amp=bf16 does"
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
 
@@ -41,18 +47,17 @@ def main() -> None:
         swap_word_negatives,
     )
     from visionzoo.data.transforms import normalize
-    from visionzoo.engine.checkpoint import load_checkpoint
     from visionzoo.engine.config import config_from_dict
+    from visionzoo.models.multimodal.clip import CLIP
     from visionzoo.tasks.image_text import ImageTextTask
 
-    ck = load_checkpoint(args.checkpoint)
-    cfg = config_from_dict(ck["config"])
-    if cfg.data.name != "shapes" or ck.get("task") != "image-text":
-        raise SystemExit(f"{args.checkpoint}: not an image-text run on shapes")
-    task = ImageTextTask(cfg)
-    task.load_state_dict(ck["task_state"])
     model = vz.load(args.checkpoint).eval()
-    names = list(ck["class_names"])
+    cfg = config_from_dict(model.visionzoo_config)
+    if cfg.data.name != "shapes" or not isinstance(model, CLIP):
+        raise SystemExit(f"{args.checkpoint}: not a CLIP trained on shapes")
+    task = ImageTextTask(cfg)
+    task.load_state_dict(model.visionzoo_task_state)
+    names = list(model.class_names)
     k = len(names)
     d = cfg.data
     ds = ShapesCaptions(
@@ -71,7 +76,8 @@ def main() -> None:
             [model.encode_text(ids[i : i + 512], normalize=True) for i in range(0, len(ids), 512)]
         )
 
-    with torch.no_grad():
+    precision = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
+    with torch.no_grad(), precision:
         f = model.encode_image(normalize(images, *task._normalization()), normalize=True)
         guess = (f @ task._classifier_for(model, names).t()).argmax(1)
         zs = guess == labels
@@ -114,6 +120,24 @@ def main() -> None:
     print("|---" * (k + 1) + "|")
     for i, name in enumerate(names):
         print(f"| {name} | " + " | ".join(str(int(v)) for v in cm[i]) + " |")
+
+    # Which words the text tower reads: cosine similarity of a caption's text features with the
+    # same caption with one word changed (1.000: the word is ignored).
+    base = "a large red circle left of a small blue square"
+    edits = {
+        "first shape (circle -> star)": "a large red star left of a small blue square",
+        "first colour (red -> green)": "a large green circle left of a small blue square",
+        "first size (large -> small)": "a small red circle left of a small blue square",
+        "relation (left of -> above)": "a large red circle above a small blue square",
+        "second shape (square -> star)": "a large red circle left of a small blue star",
+    }
+    with torch.no_grad(), precision:
+        t = encode_text([base, *edits.values()])
+    print(f"\ntext cosine similarity with {base!r}")
+    print("| changed word | cosine |")
+    print("|---|---|")
+    for i, name in enumerate(edits, start=1):
+        print(f"| {name} | {float(t[0] @ t[i]):.3f} |")
 
 
 if __name__ == "__main__":
