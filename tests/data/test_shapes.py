@@ -356,3 +356,25 @@ def test_classification_cache_returns_the_same_items(monkeypatch):
     # Once rendered, an image is served from the cache without the generator.
     monkeypatch.setattr(cached.generator, "image", lambda *a, **k: pytest.fail("re-rendered"))
     assert all(torch.equal(cached[i][0], first[i][0]) for i in range(6))
+
+
+def test_image_text_cache_returns_the_same_items(monkeypatch):
+    cached = ShapesDataset("val", size=6, image_size=32, task="image-text", cache=True)
+    plain = ShapesDataset("val", size=6, image_size=32, task="image-text", cache=False)
+    first = [cached[i] for i in range(6)]
+    for (img, cap), (img_p, cap_p) in zip(first, (plain[i] for i in range(6)), strict=True):
+        assert torch.equal(img, img_p) and cap == cap_p
+    assert [cached.caption(i) for i in range(6)] == [c for _, c in first]
+    # Once rendered, a scene and its caption come from the cache without the generator.
+    monkeypatch.setattr(cached.generator, "sample", lambda *a, **k: pytest.fail("re-rendered"))
+    assert all(torch.equal(cached[i][0], first[i][0]) for i in range(6))
+    assert [cached[i][1] for i in range(6)] == [c for _, c in first]
+    # The cache hands out copies: changing a returned image leaves the next one intact.
+    cached[0][0].zero_()
+    assert torch.equal(cached[0][0], first[0][0])
+
+
+def test_caption_of_other_tasks_comes_from_the_generator():
+    seg = ShapesDataset("val", size=3, image_size=32, task="segmentation")
+    text = ShapesDataset("val", size=3, image_size=32, task="image-text")
+    assert [seg.caption(i) for i in range(3)] == [text.caption(i) for i in range(3)]

@@ -94,7 +94,7 @@ class ShapesCaptions(Dataset):
             if self.subject_captions and self._rng.random() < self.subject_captions:
                 caption = caption_subject(caption)
             return image, caption
-        return image, [caption], self.ds.generator.label(self.ds.split, index)
+        return image, [caption], self.ds.targets[index]
 
 
 def swap_word_negatives(

@@ -407,7 +407,6 @@ def _train_captions(dataset: Any) -> list[str]:
     if entries is not None:  # caption files: (image, [captions]) without decoding images
         return [c for _, caps in entries for c in caps]
     ds = getattr(dataset, "ds", None)
-    if ds is not None:  # shapes: the generator's captions
-        gen = ds.generator
-        return [gen.sample(ds.split, i)["caption"] for i in range(len(ds))]
+    if ds is not None:  # shapes: rendered once here, then served from the dataset's cache
+        return [ds.caption(i) for i in range(len(ds))]
     return [dataset[i][1] for i in range(len(dataset))]
