@@ -315,3 +315,105 @@ def test_normalised_features_are_float32_under_autocast():
     with torch.no_grad():
         ref = model(images, ids)
     assert (out.image_features - ref.image_features).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("buckets", [1, 2, 3, 7, 50])
+def test_length_buckets_give_the_full_length_features_and_gradients(buckets):
+    """The causal tower runs rows grouped by end-of-text position, each group cut after its
+    last end token: features and gradients equal a pass over the whole padded batch."""
+    torch.manual_seed(0)
+    full = tiny_text()
+    fast = tiny_text(length_buckets=buckets)
+    fast.load_state_dict(full.state_dict())
+    ids = tokens(7, seed=3)[[4, 0, 6, 2, 5, 1, 3]]  # unsorted lengths
+    # The reference: every position of every row, pooled at the end token.
+    x = full.forward_tokens(ids)
+    expected = full.proj(full.pool(x, ids))
+    got = fast(ids)
+    assert torch.allclose(got, expected, atol=1e-6)
+    expected.square().sum().backward()
+    got.square().sum().backward()
+    for (name, a), b in zip(full.named_parameters(), fast.parameters(), strict=True):
+        assert a.grad is not None and torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-4), name
+    # Rows after their end tokens never reach the pooled feature, so only the first
+    # max(end) + 1 positions run: the position embedding beyond them gets no gradient.
+    last = int((ids == 49).int().argmax(dim=1).max())
+    assert fast.pos_embed.grad[0, last + 1 :].abs().sum() == 0
+    assert fast.pos_embed.grad[0, : last + 1].abs().sum() > 0
+
+
+def test_length_buckets_switch_and_errors():
+    ids = tokens(5)  # end tokens at positions 2, 5, 8, 11, 4
+    # Which rows run together, and how many positions each group runs.
+    text = tiny_text(length_buckets=2)
+    seen = []
+    inner = text.forward_tokens
+    text.forward_tokens = lambda t: seen.append(tuple(t.shape)) or inner(t)
+    text(ids)
+    assert seen == [(3, 6), (2, 12)]  # ends 2, 4, 5 | 8, 11
+    seen.clear()
+    text.length_buckets = 1
+    text(ids[[0, 4, 1]])
+    assert seen == [(3, 6)]  # one group, cut after the last end token
+    # A bidirectional tower reads every position: no cut (changing pads changes the feature).
+    bidirectional = tiny_text(causal=False, length_buckets=3).eval()
+    changed = ids.clone()
+    changed[ids == 0] = 7
+    assert not torch.allclose(bidirectional(changed), bidirectional(ids), atol=1e-4)
+    assert tiny_text(length_buckets=2)(ids[:0]).shape == (0, 16)
+    with pytest.raises(ModelArgumentError, match="length_buckets must be a positive integer"):
+        tiny_text(length_buckets=0)
+    model = vz.create_model("clip_tiny", vocab_size=50, eot_token_id=2, text_length_buckets=4)
+    assert model.text.length_buckets == 4
+
+
+def test_attention_pool_over_a_zoo_tower():
+    """``vision_pool="attention"``: CLIP's attention pool over the zoo tower's feature map
+    replaces its average pool and classifier; every trainable parameter is used."""
+    from visionzoo.models.multimodal.clip import ZooAttentionPoolTower
+
+    torch.manual_seed(0)
+    model = vz.create_model(
+        "clip_tiny",
+        embed_dim=24,
+        vocab_size=50,
+        eot_token_id=2,
+        vision_pool="attention",
+        image_size=48,
+    )
+    tower = model.visual
+    assert isinstance(tower, ZooAttentionPoolTower)
+    assert isinstance(tower.trunk.fc, torch.nn.Identity)
+    # resnet20 at 48 px: a 12 x 12 map of 64 channels; one head of 64 (C / 64) by default.
+    assert tower.attnpool.positional_embedding.shape == (145, 64)
+    assert tower.attnpool.num_heads == 1 and tower.attnpool.c_proj.out_features == 24
+    x = torch.randn(3, 3, 48, 48)
+    tower.eval()
+    feats = tower.trunk.forward_features(x)
+    assert torch.equal(model.encode_image(x), tower.attnpool(feats))
+    # The probe that sized the pool left the batch-norm statistics alone.
+    reference = vz.create_model("resnet20", num_classes=24)
+    assert torch.equal(tower.trunk.bn1.running_mean, reference.bn1.running_mean)
+    tower.train()
+    model.encode_image(x).sum().backward()
+    assert all(p.grad is not None for p in model.visual.parameters() if p.requires_grad)
+    # Heads are a switch; a tower with auxiliary heads has them frozen (never reached).
+    four = vz.create_model("clip_tiny", vision_pool="attention", vision_heads=4)
+    assert four.visual.attnpool.num_heads == 4
+    inception = vz.create_model(
+        "clip_tiny",
+        vision_model="googlenet",
+        vision_model_args={"aux_logits": True},
+        vision_pool="attention",
+        image_size=64,
+    )
+    frozen = {
+        n.split(".")[1] for n, p in inception.visual.named_parameters() if not p.requires_grad
+    }
+    assert frozen == {"aux1", "aux2"}
+    with pytest.raises(ModelArgumentError, match=r"square feature map .*got shape \(1, 65, 128\)"):
+        vz.create_model("clip_tiny", vision_model="vit_micro_patch4_32", vision_pool="attention")
+    with pytest.raises(ModelArgumentError, match="vision_pool must be 'avg' or 'attention'"):
+        vz.create_model("clip_tiny", vision_pool="max")
+    with pytest.raises(ModelArgumentError, match="applies to a zoo image tower"):
+        tiny_vit(vision_pool="attention")

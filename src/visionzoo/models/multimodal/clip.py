@@ -64,7 +64,7 @@ from ...layers.precision import unit_rows
 from ...layers.transformer import Block, PatchEmbed, resize_pos_embed
 from ...registry import register_model
 from .._checks import check_bool, check_positive_int
-from .modified_resnet import ModifiedResNet
+from .modified_resnet import AttentionPool2d, ModifiedResNet
 from .text import LayerNorm5, TextTransformer, act_layer_for, init_clip_blocks
 
 __all__ = [
@@ -236,6 +236,52 @@ def _zoo_image_tower(vision_model: object, args: object, embed_dim: int, model: 
     return create_model(vision_model, num_classes=embed_dim, **args)
 
 
+class ZooAttentionPoolTower(nn.Module):
+    """A zoo classifier's feature map pooled by CLIP's attention pool (§2.4: "we replace the
+    global average pooling layer with an attention pooling mechanism") instead of its own
+    average pool and classifier; the pool's output projection maps into the joint space.
+
+    ``trunk``: the classifier (its ``forward_features`` gives Tensor[N, C, h, w]). Its head
+    (``fc``, ``classifier`` or ``head``) is replaced by an identity, and any other parameter
+    that ``forward_features`` does not reach (auxiliary classifiers) is frozen, so that every
+    trainable parameter gets a gradient (DDP needs that). ``forward``: Tensor[N, 3, H, W] ->
+    Tensor[N, E].
+    """
+
+    def __init__(
+        self, trunk: nn.Module, image_size: int, embed_dim: int, heads: int | None, model: str
+    ) -> None:
+        super().__init__()
+        for attr in ("fc", "classifier", "head"):
+            if isinstance(getattr(trunk, attr, None), nn.Module):
+                setattr(trunk, attr, nn.Identity())  # the attention pool projects instead
+        # One probe (eval mode: batch-norm statistics stay as they are) gives the feature map's
+        # shape and, through its gradients, the parameters the pooled path never uses.
+        was_training = trunk.training
+        trunk.eval()
+        with torch.enable_grad():
+            probe = trunk.forward_features(torch.zeros(1, 3, image_size, image_size))
+            if probe.requires_grad:
+                probe.float().sum().backward()
+        trunk.train(was_training)
+        for p in trunk.parameters():
+            if p.grad is None:
+                p.requires_grad_(False)
+            p.grad = None
+        if probe.ndim != 4 or probe.shape[2] != probe.shape[3]:
+            raise ModelArgumentError(
+                f"{model}: vision_pool='attention' needs a square feature map from the image "
+                f"tower, got shape {tuple(probe.shape)}"
+            )
+        channels, side = int(probe.shape[1]), int(probe.shape[2])
+        heads = max(channels // 64, 1) if heads is None else heads
+        self.trunk = trunk
+        self.attnpool = AttentionPool2d(side, channels, heads, embed_dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.attnpool(self.trunk.forward_features(images))
+
+
 # --- the model -----------------------------------------------------------------------------------
 
 
@@ -277,6 +323,12 @@ class CLIP(nn.Module):
         init_logit_scale: initial t (the logit scale is exp(t)); the paper's ln(1 / 0.07).
         max_logit_scale: t is clamped to this; the paper's ln(100).
         learn_logit_scale: learn t (the paper); False keeps it fixed (a switch for ablation).
+        vision_pool: "avg" (the zoo tower's own global average pool and classifier) or
+            "attention" (CLIP's attention pool over its feature map, :class:`ZooAttentionPoolTower`,
+            ``vision_heads`` heads, default C / 64); zoo towers only. Not in the paper for
+            these towers; a switch to measure the paper's pooling on them.
+        text_length_buckets: the text tower's ``length_buckets`` (a speed switch: same
+            features; :class:`~.text.TextTransformer`).
     """
 
     def __init__(
@@ -302,6 +354,8 @@ class CLIP(nn.Module):
         init_logit_scale: float = math.log(1 / 0.07),
         max_logit_scale: float = math.log(100),
         learn_logit_scale: bool = True,
+        vision_pool: str = "avg",
+        text_length_buckets: int = 1,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -315,8 +369,21 @@ class CLIP(nn.Module):
                 f"{name}: init_logit_scale {init_logit_scale} exceeds max_logit_scale "
                 f"{max_logit_scale}"
             )
+        if vision_pool not in ("avg", "attention"):
+            raise ModelArgumentError(
+                f"{name}: vision_pool must be 'avg' or 'attention', got {vision_pool!r}"
+            )
+        if vision_pool == "attention" and vision_model is None:
+            raise ModelArgumentError(
+                f"{name}: vision_pool='attention' applies to a zoo image tower (vision_model); "
+                "the modified ResNet always pools by attention and the ViT by its [CLS] token"
+            )
         if vision_model is not None:
             self.visual = _zoo_image_tower(vision_model, vision_model_args, embed_dim, name)
+            if vision_pool == "attention":
+                self.visual = ZooAttentionPoolTower(
+                    self.visual, image_size, embed_dim, vision_heads, name
+                )
             self.vision_type = "zoo"
         elif isinstance(vision_layers, Sequence) and not isinstance(vision_layers, (str, bytes)):
             if vision_patch_size is not None:
@@ -367,6 +434,7 @@ class CLIP(nn.Module):
             act_layer=act_layer,
             causal=causal_text,
             eot_token_id=eot_token_id,
+            length_buckets=text_length_buckets,
         )
         self.embed_dim = embed_dim
         self.image_size = image_size
