@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -192,3 +193,91 @@ def test_shapes_subject_captions():
     for bad in (1.5, -0.1, "half", True):
         with pytest.raises(ConfigError, match="data.subject_captions must be a number in"):
             build_image_text_data(DataConfig(name="shapes", subject_captions=bad))
+
+
+def _moved(cx: float, cy: float, k: int, size: int) -> tuple[float, float]:
+    """Where symmetry k of flip_image takes the point (cx, cy) of a size x size image."""
+    if k & 4:
+        cx, cy = cy, cx
+    if k & 1:
+        cx = size - cx
+    if k & 2:
+        cy = size - cy
+    return cx, cy
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_flip_caption_follows_the_flipped_geometry(k):
+    """The rewritten relation is the one the generator's own rule gives for the moved shapes."""
+    from visionzoo.data.image_text import flip_caption
+    from visionzoo.data.shapes import Shape, _relation
+
+    rng = np.random.default_rng(k)
+    for _ in range(200):
+        ax, ay, bx, by = rng.uniform(0, 48, 4)
+        a = Shape(cls=0, colour="red", cx=ax, cy=ay, radius=3.0, angle=0.0, size="large")
+        b = Shape(cls=1, colour="blue", cx=bx, cy=by, radius=2.0, angle=0.0, size="small")
+        caption = f"a large red circle {_relation(a, b)} a small blue square, and a small red star"
+        (ax2, ay2), (bx2, by2) = _moved(ax, ay, k, 48), _moved(bx, by, k, 48)
+        a2, b2 = replace(a, cx=ax2, cy=ay2), replace(b, cx=bx2, cy=by2)
+        expected = (
+            f"a large red circle {_relation(a2, b2)} a small blue square, and a small red star"
+        )
+        assert flip_caption(caption, k) == expected
+    # Words that are not relations stay; a caption without one is unchanged.
+    assert flip_caption("a large red circle", k) == "a large red circle"
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_flip_image_moves_pixels_as_the_caption_says(k):
+    from visionzoo.data.image_text import flip_image
+
+    image = torch.zeros(3, 8, 8)
+    image[:, 1, 6] = 1.0  # pixel centre (x, y) = (6.5, 1.5)
+    out = flip_image(image, k)
+    x, y = _moved(6.5, 1.5, k, 8)
+    assert out.shape == (3, 8, 8) and out.is_contiguous()
+    assert out[0, int(y), int(x)] == 1.0 and out.sum() == 3.0
+    assert torch.equal(flip_image(image, 0), image)
+
+
+def test_shapes_caption_flips_draw_every_symmetry_and_keep_pairs_true():
+    from visionzoo.data.image_text import ShapesCaptions, flip_caption, flip_image
+
+    plain = ShapesCaptions("train", 4, train=True, image_size=32)
+    flipped = ShapesCaptions("train", 4, train=True, image_size=32, caption_flips="d4")
+    torch.manual_seed(0)
+    image, caption = plain[1]
+    assert " of " in caption or "above" in caption or "below" in caption
+    variants = {k: (flip_image(image, k), flip_caption(caption, k)) for k in range(8)}
+    seen = set()
+    for _ in range(64):
+        img, cap = flipped[1]
+        match = [k for k, (i, c) in variants.items() if torch.equal(img, i) and cap == c]
+        assert match, "a flipped image came with a caption that does not describe it"
+        seen.update(match)
+    assert len(seen) == 8
+    # Validation is never flipped; h draws only the left-right mirror.
+    val = ShapesCaptions("val", 2, train=False, image_size=32, caption_flips="d4")
+    assert torch.equal(val[0][0], ShapesCaptions("val", 2, train=False, image_size=32)[0][0])
+    mirror = ShapesCaptions("train", 4, train=True, image_size=32, caption_flips="h")
+    for _ in range(16):
+        img, cap = mirror[1]
+        assert (torch.equal(img, variants[0][0]) and cap == variants[0][1]) or (
+            torch.equal(img, variants[1][0]) and cap == variants[1][1]
+        )
+
+
+def test_caption_flips_config():
+    from visionzoo.data.image_text import ShapesCaptions
+
+    bundle = build_image_text_data(
+        DataConfig(name="shapes", image_size=32, train_size=4, val_size=2, caption_flips="hv")
+    )
+    assert bundle.train.symmetries == 4
+    with pytest.raises(ConfigError, match="data.caption_flips must be one of none, h, hv, d4"):
+        build_image_text_data(
+            DataConfig(name="shapes", image_size=32, train_size=4, val_size=2, caption_flips="x")
+        )
+    with pytest.raises(ConfigError, match="d4 transposes images, which needs a square"):
+        ShapesCaptions("train", 2, train=True, image_size=(32, 48), caption_flips="d4")

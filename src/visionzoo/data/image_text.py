@@ -21,8 +21,14 @@ access); validation ``(image, [captions], label)`` with every reference caption 
 index for zero-shot (``-1`` where there is none). ``collate_fn`` stacks the images and keeps the
 captions as lists (tokenisation belongs to the model's tokenizer, in the task).
 
-Transforms: captions talk about positions ("left of"), so there are no flips. ``shapes``
-images are used as drawn (a crop could cut out a shape the caption names); files get
+Transforms: captions talk about positions ("left of"), so files are never flipped. ``shapes``
+images are used as drawn (a crop could cut out a shape the caption names), unless
+``data.caption_flips`` flips them *and* rewrites the caption's relation to match
+(:func:`flip_caption`): ``h`` mirrors left-right ("left of" <-> "right of"), ``hv`` also
+up-down ("above" <-> "below"), ``d4`` also transposes (the 8 symmetries of a square image;
+"left of" <-> "above"); each training access draws one of the 2, 4 or 8 uniformly. Shapes are
+drawn at random angles and every class is mirror-symmetric, so a flipped scene is another scene
+the generator could have drawn, with a true caption. Files get
 ``RandomResizedCrop(S, scale=(0.8, 1))`` for training and ``Resize(S) + CenterCrop(S)`` for
 validation.
 """
@@ -46,10 +52,13 @@ if TYPE_CHECKING:
     from ..engine.config import DataConfig
 
 __all__ = [
+    "CAPTION_FLIPS",
     "IMAGE_TEXT_DATASETS",
     "build_image_text_data",
     "collate_image_text",
     "exchange_word_negatives",
+    "flip_caption",
+    "flip_image",
     "swap_word_negatives",
 ]
 
@@ -57,10 +66,49 @@ IMAGE_TEXT_DATASETS = ("shapes", "captions", "coco_captions")
 FILE_CROP_SCALE = (0.8, 1.0)
 
 
+# The relation words of a shapes caption and where each of the 8 symmetries of the square takes
+# them: symmetry k = (transpose if k & 4) then (flip left-right if k & 1) and (up-down if k & 2),
+# applied to the image in that order (transposing swaps the axes: "left of" becomes "above").
+CAPTION_FLIPS = {"none": 1, "h": 2, "hv": 4, "d4": 8}
+_RELATIONS = re.compile(r"\b(left of|right of|above|below)\b")
+_TRANSPOSED = {"left of": "above", "right of": "below", "above": "left of", "below": "right of"}
+_MIRRORED_H = {"left of": "right of", "right of": "left of"}
+_MIRRORED_V = {"above": "below", "below": "above"}
+
+
+def flip_caption(caption: str, k: int) -> str:
+    """``caption`` with its relation words rewritten for symmetry ``k`` in [0, 8) of
+    :func:`flip_image`."""
+
+    def move(m: re.Match[str]) -> str:
+        word = m.group(1)
+        if k & 4:
+            word = _TRANSPOSED[word]
+        if k & 1:
+            word = _MIRRORED_H.get(word, word)
+        if k & 2:
+            word = _MIRRORED_V.get(word, word)
+        return word
+
+    return _RELATIONS.sub(move, caption)
+
+
+def flip_image(image: torch.Tensor, k: int) -> torch.Tensor:
+    """Symmetry ``k`` in [0, 8) of a square image Tensor[C, S, S]: transposed if ``k & 4``,
+    then mirrored left-right if ``k & 1`` and up-down if ``k & 2``."""
+    if k & 4:
+        image = image.transpose(-1, -2)
+    dims = [d for bit, d in ((1, -1), (2, -2)) if k & bit]
+    return (image.flip(dims) if dims else image).contiguous()
+
+
 class ShapesCaptions(Dataset):
     """Built-in shapes scenes as image-caption pairs (module docstring). ``subject_captions``:
     the probability that a training sample's caption is its subject alone (the largest shape,
-    "a large red circle") instead of the whole caption, drawn per access."""
+    "a large red circle") instead of the whole caption, drawn per access. ``caption_flips``:
+    none | h | hv | d4, the symmetries a training image is drawn from, its caption rewritten
+    to match (:func:`flip_caption`; drawn per access from torch's generator, which the trainer
+    seeds and DataLoader workers re-seed)."""
 
     def __init__(
         self,
@@ -70,17 +118,30 @@ class ShapesCaptions(Dataset):
         train: bool,
         transform: Any = None,
         subject_captions: float = 0.0,
+        caption_flips: str = "none",
         seed: int = 0,
         **kw: Any,
     ):
         from .shapes import ShapesDataset
 
+        if caption_flips not in CAPTION_FLIPS:
+            raise ConfigError(
+                f"data.caption_flips must be one of {', '.join(CAPTION_FLIPS)}, "
+                f"got {caption_flips!r}"
+            )
         self.ds = ShapesDataset(
             split, size, task="image-text", transform=transform, seed=seed, **kw
         )
+        h, w = self.ds.generator.image_size
+        if caption_flips == "d4" and h != w:
+            raise ConfigError(
+                f"data.caption_flips=d4 transposes images, which needs a square image_size; "
+                f"got {h}x{w}"
+            )
         self.train = train
         self.classes = self.ds.classes
         self.subject_captions = float(subject_captions)
+        self.symmetries = CAPTION_FLIPS[caption_flips]
         self._rng = np.random.default_rng([seed, 1])
 
     def __len__(self) -> int:
@@ -91,6 +152,10 @@ class ShapesCaptions(Dataset):
 
         image, caption = self.ds[index]
         if self.train:
+            if self.symmetries > 1:
+                k = int(torch.randint(self.symmetries, ()))
+                # k < 2 mirrors left-right, k < 4 also up-down, k < 8 also transposes.
+                image, caption = flip_image(image, k), flip_caption(caption, k)
             if self.subject_captions and self._rng.random() < self.subject_captions:
                 caption = caption_subject(caption)
             return image, caption
@@ -243,7 +308,14 @@ def build_image_text_data(cfg: DataConfig) -> DataBundle:
         kw: dict[str, Any] = dict(
             image_size=cfg.image_size, num_classes=cfg.num_classes, seed=cfg.seed
         )
-        train = ShapesCaptions("train", cfg.train_size, train=True, subject_captions=p, **kw)
+        train = ShapesCaptions(
+            "train",
+            cfg.train_size,
+            train=True,
+            subject_captions=p,
+            caption_flips=cfg.caption_flips,
+            **kw,
+        )
         val = ShapesCaptions("val", cfg.val_size, train=False, **kw)
         class_names = list(train.classes)
     else:

@@ -72,6 +72,10 @@ class DataConfig:
     # image-text on shapes: probability that a training caption is its subject alone (the
     # largest shape, "a large red circle") instead of the whole caption
     subject_captions: float = 0.0
+    # image-text on shapes: training images flipped with their captions' relation words
+    # rewritten to match: none | h (left/right) | hv (and up/down) | d4 (and transposed: the 8
+    # symmetries of the square)
+    caption_flips: str = "none"
     # Train-time augmentation: none | light (crop + flip) | trivialaugment | randaugment
     augment: str = "light"
     hflip: bool = True
