@@ -265,13 +265,16 @@ class TextTokenizer:
             self.context_length if context_length is None else context_length
         )
         encoded = self.encode_batch(texts)
-        ids = torch.full((len(encoded), length), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(encoded), length), dtype=torch.long)
-        for i, tokens in enumerate(encoded):
-            # Truncation as OpenAI's: keep the first L-2 tokens, the end token stays last.
-            row = [self.bos_token_id, *tokens[: length - 2], self.eos_token_id]
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = 1
+        # Truncation as OpenAI's: keep the first L-2 tokens, the end token stays last. The rows
+        # are padded as lists and converted once (a tensor a row cost more than the encoding).
+        bos, eos, pad = self.bos_token_id, self.eos_token_id, self.pad_token_id
+        rows = [[bos, *tokens[: length - 2], eos] for tokens in encoded]
+        ids = torch.tensor(
+            [row + [pad] * (length - len(row)) for row in rows], dtype=torch.long
+        ).reshape(len(rows), length)
+        mask = torch.tensor(
+            [[1] * len(row) + [0] * (length - len(row)) for row in rows], dtype=torch.long
+        ).reshape(len(rows), length)
         return TokenBatch(ids, mask)
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> Tensor:
