@@ -5,7 +5,8 @@
 #   benchmarks/clip_shapes_sweep/run.sh benchmarks/clip_shapes_sweep/sweep1.txt [OUT_DIR]
 #
 # A runs file holds one run a line, `name|config overrides` (added to the clip_tiny_shapes
-# recipe). Environment: DEVICE (default cuda; cpu works, slowly), RUN_LIMIT (seconds a run may
+# recipe); a line `base|overrides` gives overrides every run starts from (the sweeps here pin
+# the recipe they were run against that way). Environment: DEVICE (default cuda; cpu works, slowly), RUN_LIMIT (seconds a run may
 # take, default 480), PY (default python3). Runs write under $WORK (default /tmp/clip_sweep).
 # Accuracy per epoch is what a sweep measures: on a GPU the runs' timings say nothing of the
 # 2-core CPU budget, which the recipe's own run measures.
@@ -27,10 +28,11 @@ if ! timeout 120 $py -m visionzoo.cli.main train clip_tiny $common trainer.max_s
   cat "$work/logs/smoke.log"
   exit 1
 fi
+base=$(grep '^base|' "$runs_file" | cut -d'|' -f2-)
 start=$(date +%s)
 while IFS='|' read -r name args; do
-  [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
-  timeout "${RUN_LIMIT:-480}" $py -m visionzoo.cli.main train clip_tiny $common $args \
+  [ -z "$name" ] || [ "${name:0:1}" = "#" ] || [ "$name" = base ] && continue
+  timeout "${RUN_LIMIT:-480}" $py -m visionzoo.cli.main train clip_tiny $common $base $args \
     trainer.output_dir="$work/runs/$name" > "$work/logs/$name.log" 2>&1 &
 done < "$runs_file"
 wait
