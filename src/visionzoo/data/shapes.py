@@ -775,9 +775,9 @@ class ShapesDataset(Dataset):
             bool(cache) and per_pixel is not None and self.size * h * w * per_pixel <= CACHE_LIMIT
         )
         self._cache: np.ndarray | None = None
-        self._mask_cache: np.ndarray | None = None
+        # The task's other cached field: masks (segmentation) or captions (image-text).
+        self._extra: np.ndarray | list[str | None] | None = None
         self._cached: np.ndarray | None = None
-        self._captions: list[str | None] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -805,46 +805,34 @@ class ShapesDataset(Dataset):
             self._cached[index] = True
         return self._cache[index]
 
-    def _image_and_mask(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(image uint8 [H, W, 3], semantic mask uint8 [H, W]), from the cache when on."""
+    def _image_and(self, index: int, key: str) -> tuple[np.ndarray, Any]:
+        """(image uint8 [H, W, 3], ``sample[key]``), from the cache when on. ``key`` is the
+        task's one other field: "semantic_mask" (uint8 [H, W]) or "caption" (str)."""
         if not self._cache_on:
             s = self.generator.sample(self.split, index)
-            return s["image"], s["semantic_mask"]
-        if self._cache is None or self._mask_cache is None:
+            return s["image"], s[key]
+        if self._cache is None or self._extra is None:
             h, w = self.generator.image_size
             self._cache = np.empty((self.size, h, w, 3), dtype=np.uint8)
-            self._mask_cache = np.empty((self.size, h, w), dtype=np.uint8)
+            self._extra = (
+                np.empty((self.size, h, w), dtype=np.uint8)
+                if key == "semantic_mask"
+                else [None] * self.size
+            )
             self._cached = np.zeros(self.size, dtype=bool)
         if not self._cached[index]:
             s = self.generator.sample(self.split, index)
             self._cache[index] = s["image"]
-            self._mask_cache[index] = s["semantic_mask"]
+            self._extra[index] = s[key]
             self._cached[index] = True
-        return self._cache[index], self._mask_cache[index]
-
-    def _image_and_caption(self, index: int) -> tuple[np.ndarray, str]:
-        """(image uint8 [H, W, 3], caption), from the cache when on."""
-        if not self._cache_on:
-            s = self.generator.sample(self.split, index)
-            return s["image"], s["caption"]
-        if self._cache is None or self._captions is None:
-            h, w = self.generator.image_size
-            self._cache = np.empty((self.size, h, w, 3), dtype=np.uint8)
-            self._captions = [None] * self.size
-            self._cached = np.zeros(self.size, dtype=bool)
-        if not self._cached[index]:
-            s = self.generator.sample(self.split, index)
-            self._cache[index] = s["image"]
-            self._captions[index] = s["caption"]
-            self._cached[index] = True
-        return self._cache[index], self._captions[index]
+        return self._cache[index], self._extra[index]
 
     def caption(self, index: int) -> str:
         """The caption of scene ``index`` (for ``task="image-text"`` rendered once, into the
         cache when on)."""
         if self.task != "image-text":
             return self.generator.sample(self.split, index)["caption"]
-        return self._image_and_caption(index)[1]
+        return self._image_and(index, "caption")[1]
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         from torchvision import tv_tensors  # imported lazily: the generator alone needs numpy only
@@ -860,7 +848,7 @@ class ShapesDataset(Dataset):
             return (self.transform(image) if self.transform else image), label
 
         if self.task == "segmentation":
-            img_np, mask_np = self._image_and_mask(index)
+            img_np, mask_np = self._image_and(index, "semantic_mask")
             image = tv_tensors.Image(_to_chw(img_np))
             mask = tv_tensors.Mask(torch.from_numpy(mask_np.astype(np.int64)))
             if self.transform:
@@ -868,7 +856,7 @@ class ShapesDataset(Dataset):
             return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
         if self.task == "image-text":
-            img_np, caption = self._image_and_caption(index)
+            img_np, caption = self._image_and(index, "caption")
             image = tv_tensors.Image(_to_chw(img_np))
             out = self.transform(image) if self.transform else image
             return out.as_subclass(torch.Tensor), caption
