@@ -76,7 +76,7 @@ def main() -> None:
         return task._tokens(texts, model).input_ids
 
     def encode_text(texts: list[str]) -> torch.Tensor:
-        ids = task._tokens(texts, model).input_ids
+        ids = task_tokens(texts)
         return torch.cat(
             [model.encode_text(ids[i : i + 512], normalize=True) for i in range(0, len(ids), 512)]
         )

@@ -281,3 +281,5 @@ def test_caption_flips_config():
         )
     with pytest.raises(ConfigError, match="d4 transposes images, which needs a square"):
         ShapesCaptions("train", 2, train=True, image_size=(32, 48), caption_flips="d4")
+    with pytest.raises(ConfigError, match="data.name=captions captions are free text"):
+        build_image_text_data(DataConfig(name="captions", root="x", caption_flips="h"))

@@ -321,6 +321,13 @@ def build_image_text_data(cfg: DataConfig) -> DataBundle:
     else:
         from .formats.captions import CaptionDataset, build_caption_split
 
+        if cfg.caption_flips != "none":
+            raise ConfigError(
+                f"data.caption_flips={cfg.caption_flips!r} rewrites the relation words of "
+                f"`shapes` captions; data.name={name} captions are free text and are never "
+                "flipped: leave data.caption_flips=none"
+            )
+
         if not cfg.root:
             raise ConfigError(
                 f"data.root is required for data.name={name}: the folder holding "

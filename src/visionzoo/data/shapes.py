@@ -768,7 +768,7 @@ class ShapesDataset(Dataset):
         # Classification images are rendered once and kept (uint8, before the transform), so
         # epochs after the first cost only the augmentation. Skipped above CACHE_LIMIT bytes.
         # Segmentation caches the mask too (one more byte per pixel); image-text the caption
-        # (a string per scene; rendering was 0.56 ms a 48-px scene, ~14% of a CLIP step).
+        # (a string per scene).
         h, w = self.generator.image_size
         per_pixel = {"classification": 3, "segmentation": 4, "image-text": 3}.get(task)
         self._cache_on = (

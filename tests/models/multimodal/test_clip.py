@@ -394,6 +394,12 @@ def test_attention_pool_over_a_zoo_tower():
     # The probe that sized the pool left the batch-norm statistics alone.
     reference = vz.create_model("resnet20", num_classes=24)
     assert torch.equal(tower.trunk.bn1.running_mean, reference.bn1.running_mean)
+    # (A probe in training mode would leave the means at 0 on its zero image but pull every
+    # running variance towards 0 and count a batch.)
+    ours = dict(tower.trunk.named_buffers())
+    assert ours.keys() == dict(reference.named_buffers()).keys()
+    for name, buffer in reference.named_buffers():
+        assert torch.equal(ours[name], buffer), name
     tower.train()
     model.encode_image(x).sum().backward()
     assert all(p.grad is not None for p in model.visual.parameters() if p.requires_grad)

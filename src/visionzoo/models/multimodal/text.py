@@ -230,16 +230,12 @@ class TextTransformer(nn.Module):
         in ``length_buckets`` groups by end-of-text position, each cut after its last one."""
         if not self.causal or tokens.shape[0] == 0:
             return self.pool(self.forward_tokens(tokens), tokens)
-        self._check_tokens(tokens)
+        self._check_tokens(tokens)  # the full width, before the cut
         index = self.eot_index(tokens)  # (N,)
-        groups = min(self.length_buckets, tokens.shape[0])
-        if groups == 1:
-            keep = int(index.max()) + 1  # positions after every row's end never reach it
-            return self.pool(self.forward_tokens(tokens[:, :keep]), tokens[:, :keep])
         order = index.argsort(stable=True)  # (N,) rows by end position
         parts = []
-        for rows in order.tensor_split(groups):
-            keep = int(index[rows].max()) + 1
+        for rows in order.tensor_split(min(self.length_buckets, tokens.shape[0])):
+            keep = int(index[rows].max()) + 1  # positions after every end never reach one
             part = self.forward_tokens(tokens[rows, :keep])  # (n_g, keep, D)
             parts.append(part[torch.arange(len(rows), device=part.device), index[rows]])
         return torch.cat(parts)[order.argsort()]  # back to the input order, (N, D)
